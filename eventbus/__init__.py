@@ -1,0 +1,63 @@
+"""eventbus: LangChain / LangGraph ``astream_events`` across processes, type for type.
+
+Workers publish with :class:`Publisher` (or :class:`SyncPublisher`); services follow
+runs and consume groups with :class:`Subscriber`. The broker is picked by URL scheme:
+``redis://``, ``rediss://``, ``unix://``, ``amqp://``, ``amqps://`` or ``memory://``.
+"""
+
+from __future__ import annotations
+
+from . import _langchain  # registers LangChain's types with the codec  # noqa: F401
+from ._codec import RemoteException, UnknownType, Unrepresentable, register_type
+from ._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    DecodeError,
+    EventbusError,
+    InvalidResumeToken,
+    MissingDependencyError,
+    PublishError,
+    RemoteRunError,
+    RunCancelledError,
+    RunError,
+    RunNotFoundError,
+    SequenceGapError,
+    TransportError,
+    WorkerLostError,
+)
+from ._publisher import Publisher, PublisherStats, SyncPublisher
+from ._subscriber import FollowItem, Message, Subscriber, SubscriberStats
+from .transports import DeadLetter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConnectError",
+    "DeadLetter",
+    "DecodeError",
+    "EventbusError",
+    "FollowItem",
+    "InvalidResumeToken",
+    "Message",
+    "MissingDependencyError",
+    "PublishError",
+    "Publisher",
+    "PublisherStats",
+    "RemoteException",
+    "RemoteRunError",
+    "RunCancelledError",
+    "RunError",
+    "RunNotFoundError",
+    "SequenceGapError",
+    "Subscriber",
+    "SubscriberStats",
+    "SyncPublisher",
+    "TransportError",
+    "UnknownType",
+    "Unrepresentable",
+    "WorkerLostError",
+    "register_type",
+]

@@ -1,0 +1,837 @@
+"""The type-exact value codec: Python values <-> trees that MessagePack and JSON carry.
+
+A value becomes a tree of ``dict`` (``str`` keys), ``list``, ``str``, ``int`` (64-bit),
+``float``, ``bool`` and ``None``, in which every other type travels as a *typed node*:
+a tag (which names the type) and a payload (itself a tree), plus extras for pydantic
+models that have them. There are two spellings of a typed node:
+
+* in **JSON** (:func:`to_wire`), a map ``{"$t": TAG, "v": PAYLOAD}`` (and ``"x": EXTRA``);
+  a user dict that could be mistaken for one (it has a ``"$t"`` key) or that JSON cannot
+  carry (a key that is not a ``str``) is itself sent as a ``"dict"`` node of key/value
+  pairs, so a dict always comes back as the same dict, whatever it looks like;
+* in **MessagePack** (:func:`to_msgpack_tree`), an extension value (ext type 1) whose
+  data is the MessagePack array ``[TAG, PAYLOAD]`` or ``[TAG, PAYLOAD, EXTRA]``: out of
+  band, so msgspec decodes the whole tree in C and calls back only for typed nodes.
+
+Decoding (:func:`from_wire` for JSON trees, :data:`ext_hook` for MessagePack) only ever
+builds the classes in the registry (the allowlist): it never imports a module or looks a
+class up by a name from the message, whatever the bytes say. An unknown tag comes back as
+:class:`UnknownType`.
+
+Types, both ways exact unless noted:
+
+* ``str int float bool None dict list`` as themselves; ``tuple set frozenset bytes
+  bytearray UUID datetime date time timedelta Decimal``, ints beyond 64 bits and dicts
+  with non-``str`` keys as typed nodes.
+* Registered classes: LangChain's messages, chunks, documents, prompt values,
+  generations, results and agent types, ``AddableDict``, ``TextAccessor`` and LangGraph's
+  ``Interrupt``/``Command``/``Overwrite`` (see ``eventbus._langchain``), and whatever the
+  user registers with :func:`register_type`.
+* Builtin exceptions come back as the same class with the same ``args``; other
+  exceptions as :class:`RemoteException` (type name, module, message, args).
+* Lossy, documented: unregistered pydantic models and dataclasses arrive as plain dicts,
+  enums as their value, subclasses of ``str``/``int``/``float``/``dict``/``list``/``tuple`` as
+  the base type (a subclass of a registered class as that class); anything else as an
+  :class:`Unrepresentable` placeholder carrying the type name and a bounded ``repr`` (so
+  does a container that contains itself, where the cycle closes, and an int too long to
+  write in decimal). JSON cannot carry NaN or infinities.
+
+Encoding is copy-on-write: containers that hold nothing to convert are passed through as
+they are (the caller encodes the tree to bytes at once), so a plain event costs one scan.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import reprlib
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pydantic
+
+from ._exceptions import ConfigurationError, DecodeError
+
+__all__ = [
+    "RemoteException",
+    "UnknownType",
+    "Unrepresentable",
+    "ext_hook",
+    "from_wire",
+    "register_type",
+    "to_msgpack_tree",
+    "to_wire",
+]
+
+TAG = "$t"
+VAL = "v"
+EXTRA = "x"
+EXT_CODE = 1  # the MessagePack extension type of a typed node
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_NoneType = type(None)
+# types both formats carry exactly as themselves (ints: see the overflow fallback)
+_PLAIN = frozenset({str, int, float, bool, _NoneType})
+_SKIP = frozenset({str, float, bool, _NoneType})  # plain, and nothing to check
+
+
+@dataclasses.dataclass(frozen=True)
+class Unrepresentable:
+    """Stands in for a value the codec cannot carry (an open file, a client, ...).
+
+    ``type`` is the qualified type name of the original, ``repr`` a bounded ``repr`` of it.
+    """
+
+    type: str
+    repr: str
+
+
+@dataclasses.dataclass(frozen=True)
+class UnknownType:
+    """A typed value whose tag this process does not know (e.g. a type the sender
+    registered and the receiver did not). ``value`` is the decoded payload."""
+
+    tag: str
+    value: Any
+
+
+class RemoteException(Exception):
+    """An exception object from the other side whose class is not a builtin.
+
+    Equal to another with the same type name, module and args.
+    """
+
+    def __init__(self, type_name: str, module: str, message: str, args: tuple[Any, ...]) -> None:
+        super().__init__(*args)
+        self.type_name = type_name
+        self.module = module
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"RemoteException({self.module}.{self.type_name}: {self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RemoteException):
+            return NotImplemented
+        return (self.type_name, self.module, self.args) == (
+            other.type_name,
+            other.module,
+            other.args,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.type_name, self.module))
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = 200
+_repr.maxother = 200
+_repr.maxlevel = 3
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return _repr.repr(value)
+    except Exception as exc:  # a broken __repr__ must not break the stream
+        return f"<{type(value).__name__} object; repr failed: {type(exc).__name__}>"
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# ---------------------------------------------------------------------------------------
+# the registry (the allowlist)
+
+
+class _Reduced:
+    """What a reducer makes of a value: its tag, its payload (walked further unless it is
+    ``bytes``) and pydantic extras (or None)."""
+
+    __slots__ = ("extra", "payload", "tag")
+
+    def __init__(self, tag: str, payload: Any, extra: Any = None) -> None:
+        self.tag = tag
+        self.payload = payload
+        self.extra = extra
+
+
+Reducer = Callable[[Any], _Reduced]
+# (decoded payload, decoded extra or None) -> the value
+Decoder = Callable[[Any, Any], Any]
+
+_reducers: dict[type, Reducer] = {}  # exact type -> reducer
+_decoders: dict[str, Decoder] = {}  # tag -> decoder
+_tag_owners: dict[str, type] = {}  # tag -> its class (re-registering the same class is fine)
+# eventbus' pydantic and str-subclass registrations -> (tag, their reducer, is a str):
+# walkers make their nodes directly, while that reducer is still the registered one
+_direct: dict[type, tuple[str, Reducer, bool]] = {}
+_builtin_tags: set[str] = set()
+# module prefix -> registers that library's types; run once, when one of its types is seen
+_lazy: dict[str, Callable[[], None]] = {}
+# tag prefix -> the same, when one of its tags arrives
+_lazy_tags: dict[str, Callable[[], None]] = {}
+
+
+def register_lazily(module_prefix: str, tag_prefix: str, install: Callable[[], None]) -> None:
+    """Run ``install`` (which registers types under ``tag_prefix``) the first time a value
+    from a module under ``module_prefix`` is encoded or such a tag is decoded, so that an
+    optional library is imported only when it is used."""
+    _lazy[module_prefix] = install
+    _lazy_tags[tag_prefix] = install
+
+
+def _run_lazy(install: Callable[[], None]) -> None:
+    for table in (_lazy, _lazy_tags):
+        for key in [k for k, v in table.items() if v is install]:
+            del table[key]
+    install()
+
+
+def _add(cls: type, tag: str, reduce: Reducer, decode: Decoder, *, builtin: bool) -> None:
+    if tag in _decoders and _tag_owners.get(tag) is not cls:
+        raise ConfigurationError(f"type tag {tag!r} is already registered")
+    _reducers[cls] = reduce
+    _decoders[tag] = decode
+    _tag_owners[tag] = cls
+    if builtin:
+        _builtin_tags.add(tag)
+
+
+def _register_pydantic(cls: type[pydantic.BaseModel], tag: str, *, builtin: bool) -> None:
+    fields = frozenset(cls.model_fields)
+    allows_extra = cls.model_config.get("extra") == "allow"
+    has_private = bool(cls.__private_attributes__)
+
+    def reduce(obj: Any) -> _Reduced:
+        return _Reduced(tag, obj.__dict__, obj.__pydantic_extra__ or None)
+
+    _direct[cls] = (tag, reduce, False)  # walkers encode it straight from __dict__
+
+    def decode(values: Any, extra: Any) -> Any:
+        if type(values) is not dict or (extra is not None and type(extra) is not dict):
+            raise DecodeError(f"{tag}: fields and extras must be maps")
+        if values.keys() == fields and not has_private:
+            # exactly the fields the sender had: set them as they were (validated there),
+            # which is what the sender's object holds, 3x faster than model_construct
+            obj = cls.__new__(cls)
+            object.__setattr__(obj, "__dict__", values)
+            object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+            object.__setattr__(obj, "__pydantic_extra__", (extra or {}) if allows_extra else None)
+            object.__setattr__(obj, "__pydantic_private__", None)
+            return obj
+        # another version of the class: fill defaults for missing fields
+        if extra and allows_extra:
+            values = {**values, **extra}
+        # (_fields_set passed positionally: a forged "_fields_set" key is then a TypeError)
+        return cls.model_construct(None, **{k: v for k, v in values.items() if type(k) is str})
+
+    _add(cls, tag, reduce, decode, builtin=builtin)
+
+
+def _register_dataclass(cls: type, tag: str, *, builtin: bool) -> None:
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    init = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+    def reduce(obj: Any) -> _Reduced:
+        return _Reduced(tag, {n: getattr(obj, n) for n in names})
+
+    def decode(values: Any, extra: Any) -> Any:
+        if type(values) is not dict:
+            raise DecodeError(f"{tag}: fields must be a map")
+        obj = cls(**{n: values[n] for n in init if n in values})
+        for n in names:
+            if n not in init and n in values:
+                object.__setattr__(obj, n, values[n])
+        return obj
+
+    _add(cls, tag, reduce, decode, builtin=builtin)
+
+
+def register_type(
+    cls: type,
+    *,
+    tag: str | None = None,
+    encode: Callable[[Any], Any] | None = None,
+    decode: Callable[[Any], Any] | None = None,
+) -> None:
+    """Let instances of ``cls`` cross the wire as ``cls`` (instead of a dict or a placeholder).
+
+    Pydantic models and dataclasses need only ``cls``; any other class needs ``encode``
+    (instance -> a value the codec can carry) and ``decode`` (that value -> instance).
+    Register the same types, with the same tags, in publishers and subscribers; a
+    subscriber that does not know a tag gets an :class:`UnknownType`. The tag defaults
+    to ``"module:QualName"``; it is only a name, never imported.
+
+    Raises:
+        ConfigurationError: the tag is taken, or ``encode``/``decode`` are needed and missing.
+    """
+    tag = tag or f"{cls.__module__}:{cls.__qualname__}"
+    if tag in _builtin_tags:
+        raise ConfigurationError(f"type tag {tag!r} is reserved")
+    if encode is not None or decode is not None:
+        if encode is None or decode is None:
+            raise ConfigurationError("register_type needs both encode and decode, or neither")
+        enc, dec = encode, decode
+        _add(
+            cls,
+            tag,
+            lambda obj: _Reduced(tag, enc(obj)),
+            lambda payload, extra: dec(payload),
+            builtin=False,
+        )
+    elif isinstance(cls, type) and issubclass(cls, pydantic.BaseModel):
+        _register_pydantic(cls, tag, builtin=False)
+    elif dataclasses.is_dataclass(cls):
+        _register_dataclass(cls, tag, builtin=False)
+    else:
+        raise ConfigurationError(
+            f"{_qualname(cls)} is neither a pydantic model nor a dataclass: "
+            "pass encode= and decode="
+        )
+
+
+def _register_builtin(cls: type, tag: str) -> None:
+    """For eventbus' own registrations (LangChain types): pydantic or dataclass."""
+    if issubclass(cls, pydantic.BaseModel):
+        _register_pydantic(cls, tag, builtin=True)
+    else:
+        _register_dataclass(cls, tag, builtin=True)
+
+
+def _register_dict_subclass(cls: type[dict[Any, Any]], tag: str) -> None:
+    def decode(values: Any, extra: Any) -> Any:
+        if type(values) is not dict:
+            raise DecodeError(f"{tag}: payload must be a map")
+        return cls(values)
+
+    _add(cls, tag, lambda obj: _Reduced(tag, dict(obj)), decode, builtin=True)
+
+
+def _register_str_subclass(cls: type[str], tag: str) -> None:
+    def decode(payload: Any, extra: Any) -> Any:
+        return cls(_str(payload))
+
+    def reduce(obj: Any) -> _Reduced:
+        return _Reduced(tag, str.__str__(obj))
+
+    _direct[cls] = (tag, reduce, True)  # (LangChain's TextAccessor chunks)
+    _add(cls, tag, reduce, decode, builtin=True)
+
+
+# ---------------------------------------------------------------------------------------
+# encoding
+
+
+def _reduce_other(value: Any) -> Any:
+    """For a value whose exact type has no reducer: a :class:`_Reduced`, or a plainer value
+    to encode instead (subclasses of builtins, unregistered models, enums)."""
+    cls = type(value)
+    module = cls.__module__
+    for prefix, install in list(_lazy.items()):
+        if module.startswith(prefix):
+            _run_lazy(install)
+            reduce = _reducers.get(cls)
+            if reduce is not None:
+                return reduce(value)
+    if isinstance(value, BaseException):
+        return _reduce_exception(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    for base in cls.__mro__[1:]:  # a subclass of a registered class: the nearest
+        reduce = _reducers.get(base)
+        if reduce is not None:
+            return reduce(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, tuple):
+        return tuple(value)
+    if isinstance(value, pydantic.BaseModel):
+        try:
+            return value.model_dump()
+        except Exception:
+            return _placeholder(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return _placeholder(value)
+
+
+def _placeholder(value: Any) -> _Reduced:
+    return _Reduced("unrepresentable", [_qualname(type(value)), _safe_repr(value)])
+
+
+def _reduce_exception(exc: BaseException) -> _Reduced:
+    cls = type(exc)
+    try:
+        message = str(exc)
+    except Exception:
+        message = _safe_repr(exc)
+    return _Reduced("exception", [cls.__module__, cls.__qualname__, message, list(exc.args)])
+
+
+def _reduce_big_int(value: int) -> _Reduced:
+    try:
+        return _Reduced("int", str(value))
+    except ValueError:  # beyond sys.get_int_max_str_digits(): no receiver could read it
+        return _placeholder(value)
+
+
+def _make_walker(
+    node: Callable[[str, Any, Any], Any], *, immutable_nodes: bool = False
+) -> Callable[[Any], Any]:
+    """A copy-on-write tree builder that spells typed nodes with ``node(tag, payload, extra)``.
+
+    ``immutable_nodes``: the nodes it makes can be shared between trees, so nodes of
+    tuples of strings (LangGraph's ``langgraph_path`` and ``langgraph_triggers``, in every
+    event of a graph) are made once and reused.
+    """
+    # exact type -> a function making its node directly (the hot types; filled lazily)
+    fast: dict[type, Callable[[Any], Any]] = {}
+    tuple_nodes: dict[tuple[str, ...], Any] = {}
+
+    def walk(value: Any) -> Any:
+        t = type(value)
+        if t in _PLAIN:
+            if t is int and not _INT_MIN <= value <= _INT_MAX:
+                return typed(_reduce_big_int(value))
+            return value
+        if t is dict:
+            return walk_dict(value)
+        if t is list:
+            return walk_list(value)
+        f = fast.get(t)
+        if f is None:
+            f = make_fast(t)
+        if f is not None:
+            return f(value)
+        reduce = _reducers.get(t)
+        if reduce is not None:
+            try:
+                reduced = reduce(value)
+            except Exception:  # a user's encode function failed: never fail the run
+                reduced = _placeholder(value)
+            return typed(reduced)
+        other = _reduce_other(value)
+        return typed(other) if type(other) is _Reduced else walk(other)
+
+    def make_fast(t: type) -> Callable[[Any], Any] | None:
+        entry = _direct.get(t)
+        if entry is None or _reducers.get(t) is not entry[1]:
+            return None
+        tag, _, is_str = entry
+
+        def str_node(obj: Any) -> Any:
+            return node(tag, str.__str__(obj), None)
+
+        def pydantic_node(obj: Any) -> Any:
+            extra = obj.__pydantic_extra__
+            return node(tag, walk_dict(obj.__dict__), walk_dict(extra) if extra else None)
+
+        made = fast[t] = str_node if is_str else pydantic_node
+        return made
+
+    def tuple_node(value: tuple[Any, ...]) -> Any:
+        for x in value:
+            if type(x) is not str:
+                return typed(_Reduced("tuple", list(value)))
+        if not immutable_nodes:
+            return node("tuple", list(value), None)  # a tree holds lists, not tuples
+        made = tuple_nodes.get(value)
+        if made is None:
+            if len(tuple_nodes) >= 4096:
+                tuple_nodes.clear()
+            # (the node's data is encoded now: the tuple is an array in it)
+            made = tuple_nodes[value] = node("tuple", value, None)
+        return made
+
+    fast[tuple] = tuple_node
+
+    def typed(r: _Reduced) -> Any:
+        payload = r.payload
+        if type(payload) is not bytes:
+            payload = walk(payload)
+        return node(r.tag, payload, None if r.extra is None else walk_dict(r.extra))
+
+    def walk_dict(d: dict[Any, Any], event: bool = False) -> Any:
+        if TAG in d:
+            return pairs(d)
+        out = None
+        for k, v in d.items():
+            if type(k) is not str:
+                return pairs(d)
+            tv = type(v)
+            # the common cases inline: this loop is the publisher's hot path
+            if tv in _SKIP:
+                continue
+            if tv is dict:
+                if not v:
+                    continue
+                # (walk_metadata exists when nodes are immutable, the only case event is set)
+                w = walk_metadata(v) if event and k == "metadata" else walk_dict(v)
+            elif tv is list:
+                if not v:
+                    continue
+                w = walk_list(v)
+            elif tv is int and _INT_MIN <= v <= _INT_MAX:
+                continue
+            else:
+                w = walk(v)
+            if w is not v:
+                if out is None:
+                    out = d.copy()
+                out[k] = w
+        return d if out is None else out
+
+    def pairs(d: dict[Any, Any]) -> Any:
+        return node("dict", [[walk(k), walk(v)] for k, v in d.items()], None)
+
+    def walk_list(items: list[Any]) -> Any:
+        out = None
+        for i, v in enumerate(items):
+            tv = type(v)
+            if tv in _SKIP:
+                continue
+            if tv is dict:
+                if not v:
+                    continue
+                w = walk_dict(v)
+            elif tv is list:
+                if not v:
+                    continue
+                w = walk_list(v)
+            elif tv is int and _INT_MIN <= v <= _INT_MAX:
+                continue
+            else:
+                w = walk(v)
+            if w is not v:
+                if out is None:
+                    out = items.copy()
+                out[i] = w
+        return items if out is None else out
+
+    def walk_safely(value: Any) -> Any:
+        try:
+            return walk(value)
+        except RecursionError:
+            # a cycle (a list that contains itself) or absurd nesting: cut it, then encode
+            return walk(_cut_cycles(value, set()))
+
+    if not immutable_nodes:
+        return walk_safely
+
+    # LangChain hands every event of a run the same metadata dict object. The tree of such
+    # a dict, when it holds only immutable values (str, numbers, None, tuples of str), is
+    # kept with its keys and the ids of its values: while those are the same, so is the
+    # tree. (An entry holds the values, so no other object can take their ids meanwhile.)
+    flat_trees: dict[int, tuple[dict[Any, Any], tuple[Any, ...], tuple[int, ...], Any, Any]] = {}
+
+    def walk_metadata(d: dict[Any, Any]) -> Any:
+        # (an entry holds d itself: while it lives, no other dict can have d's id)
+        hit = flat_trees.get(id(d))
+        if hit is not None and tuple(d) == hit[1] and tuple(map(id, d.values())) == hit[2]:
+            return hit[4]
+        tree = walk_dict(d)
+        for v in d.values():
+            tv = type(v)
+            if tv in _SKIP or (tv is int and _INT_MIN <= v <= _INT_MAX):
+                continue
+            if tv is tuple and all(type(x) is str for x in v):
+                continue
+            return tree  # a mutable or odd value: walked every time
+        if len(flat_trees) >= 1024:
+            flat_trees.clear()
+        values = tuple(d.values())
+        flat_trees[id(d)] = (d, tuple(d), tuple(map(id, values)), values, tree)
+        return tree
+
+    def walk_event(event: Any) -> Any:
+        """``walk`` for a stream event, with its metadata's tree reused across events."""
+        if type(event) is not dict:
+            return walk_safely(event)
+        try:
+            return walk_dict(event, True)
+        except RecursionError:
+            return walk_safely(event)
+
+    return walk_event
+
+
+def _json_node(tag: str, payload: Any, extra: Any) -> Any:
+    if extra is None:
+        return {TAG: tag, VAL: payload}
+    return {TAG: tag, VAL: payload, EXTRA: extra}
+
+
+_ext_encoder = msgspec.msgpack.Encoder()
+
+
+def _ext_node(tag: str, payload: Any, extra: Any) -> Any:
+    data = (tag, payload) if extra is None else (tag, payload, extra)
+    return msgspec.msgpack.Ext(EXT_CODE, _ext_encoder.encode(data))
+
+
+to_wire = _make_walker(_json_node)
+to_wire.__doc__ = """The JSON tree of ``value`` (typed nodes as ``{"$t": ..., "v": ...}`` maps).
+Never raises for odd values: what it cannot carry becomes an Unrepresentable."""
+to_msgpack_tree = _make_walker(_ext_node, immutable_nodes=True)
+to_msgpack_tree.__doc__ = """The MessagePack tree of ``value`` (typed nodes as ext type 1)."""
+
+_MAX_DEPTH = 200
+
+
+def _cut_cycles(value: Any, active: set[int]) -> Any:
+    """A copy of the containers of ``value`` with cycles and absurd depth replaced by
+    placeholders (only for values that made the fast walk recurse too deep)."""
+    t = type(value)
+    if t not in (dict, list, tuple, set, frozenset):
+        return value
+    key = id(value)
+    if key in active or len(active) >= _MAX_DEPTH:
+        return Unrepresentable(_qualname(t), "<cycle or nesting too deep>")
+    active.add(key)
+    try:
+        if t is dict:
+            return {k: _cut_cycles(v, active) for k, v in value.items()}
+        return t(_cut_cycles(v, active) for v in value)
+    finally:
+        active.discard(key)
+
+
+# ---------------------------------------------------------------------------------------
+# decoding
+
+
+def _decode_node(tag: Any, payload: Any, extra: Any) -> Any:
+    dec = _decoders.get(tag) if type(tag) is str else None
+    if dec is None and type(tag) is str:
+        for prefix, install in list(_lazy_tags.items()):
+            if tag.startswith(prefix):
+                _run_lazy(install)
+                dec = _decoders.get(tag)
+    if dec is None:
+        return UnknownType(str(tag), payload)
+    try:
+        return dec(payload, extra)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"malformed {tag!r} value: {type(exc).__name__}: {exc}") from exc
+
+
+def from_wire(value: Any, *, consume: bool = False) -> Any:
+    """Rebuild the value a JSON tree stands for.
+
+    ``consume=True`` rebuilds it in place (faster): for a tree just decoded, that nobody
+    else holds.
+
+    Raises:
+        DecodeError: a typed node is malformed (wrong payload shape for its tag).
+    """
+    try:
+        return _from_wire(value if consume else _copy_tree(value))
+    except RecursionError as exc:  # a forged message nested deeper than the stack allows
+        raise DecodeError("value nested too deeply") from exc
+
+
+def _copy_tree(value: Any) -> Any:
+    t = type(value)
+    if t is dict:
+        return {k: _copy_tree(v) for k, v in value.items()}
+    if t is list:
+        return [_copy_tree(v) for v in value]
+    return value
+
+
+def _from_wire(value: Any) -> Any:
+    t = type(value)
+    if t is dict:
+        if TAG in value:
+            return _decode_node(
+                value[TAG], _from_wire(value.get(VAL)), _from_wire(value.get(EXTRA))
+            )
+        for k, v in value.items():
+            tv = type(v)
+            if (tv is dict or tv is list) and v:
+                w = _from_wire(v)
+                if w is not v:
+                    value[k] = w
+        return value
+    if t is list:
+        for i, v in enumerate(value):
+            tv = type(v)
+            if (tv is dict or tv is list) and v:
+                w = _from_wire(v)
+                if w is not v:
+                    value[i] = w
+        return value
+    return value
+
+
+def ext_hook(code: int, data: memoryview) -> Any:
+    """msgspec's ``ext_hook`` for MessagePack trees: rebuilds one typed node (its payload
+    already decoded, nested nodes included).
+
+    Raises:
+        DecodeError: not an eventbus extension, or a malformed typed node.
+    """
+    if code != EXT_CODE:
+        raise DecodeError(f"unknown MessagePack extension type {code}")
+    node = _ext_decoder.decode(data)
+    if type(node) is not list or not 2 <= len(node) <= 3:
+        raise DecodeError("malformed typed node")
+    return _decode_node(node[0], node[1], node[2] if len(node) == 3 else None)
+
+
+_ext_decoder = msgspec.msgpack.Decoder(ext_hook=ext_hook)
+
+
+def _list(payload: Any) -> list[Any]:
+    if type(payload) is not list:
+        raise DecodeError("payload must be an array")
+    return payload
+
+
+def _str(payload: Any) -> str:
+    if type(payload) is not str:
+        raise DecodeError("payload must be a string")
+    return payload
+
+
+def _bytes(payload: Any) -> bytes:
+    if type(payload) is bytes:
+        return payload
+    if type(payload) is str:  # JSON carries bytes as base64
+        return base64.b64decode(payload, validate=True)
+    raise DecodeError("bytes payload must be binary or base64")
+
+
+def _pairs(payload: Any, extra: Any) -> dict[Any, Any]:
+    try:
+        return {k: v for k, v in _list(payload)}
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"'dict' payload must be [key, value] pairs: {exc}") from exc
+
+
+_BUILTIN_EXCEPTIONS: dict[str, type[BaseException]] = {
+    name: obj
+    for name, obj in vars(builtins).items()
+    if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == "builtins"
+}
+
+
+def _exception(payload: Any, extra: Any) -> BaseException:
+    module, name, message, args = _list(payload)
+    if not (type(module) is str and type(name) is str and type(message) is str):
+        raise DecodeError("malformed exception value")
+    args = tuple(_list(args))
+    cls = _BUILTIN_EXCEPTIONS.get(name) if module == "builtins" else None
+    if cls is not None:
+        try:
+            return cls(*args)
+        except Exception:  # some builtin exceptions insist on particular args
+            pass
+    return RemoteException(name, module, message, args)
+
+
+def _unrepresentable(payload: Any, extra: Any) -> Unrepresentable:
+    type_name, text = _list(payload)
+    return Unrepresentable(_str(type_name), _str(text))
+
+
+def _big_int(payload: Any, extra: Any) -> int:
+    text = _str(payload)
+    if len(text) > 4300:  # int() of a huge string is quadratic: refuse forged giants
+        raise DecodeError("integer too long")
+    return int(text)
+
+
+def _install_builtins() -> None:
+    def add(cls: type, tag: str, reduce: Reducer, decode: Decoder) -> None:
+        _add(cls, tag, reduce, decode, builtin=True)
+
+    add(tuple, "tuple", lambda v: _Reduced("tuple", list(v)), lambda p, x: tuple(_list(p)))
+    add(set, "set", lambda v: _Reduced("set", list(v)), lambda p, x: set(_list(p)))
+    add(
+        frozenset,
+        "frozenset",
+        lambda v: _Reduced("frozenset", list(v)),
+        lambda p, x: frozenset(_list(p)),
+    )
+    add(bytes, "bytes", lambda v: _Reduced("bytes", v), lambda p, x: _bytes(p))
+    add(
+        bytearray,
+        "bytearray",
+        lambda v: _Reduced("bytearray", bytes(v)),
+        lambda p, x: bytearray(_bytes(p)),
+    )
+    add(uuid.UUID, "uuid", lambda v: _Reduced("uuid", str(v)), lambda p, x: uuid.UUID(_str(p)))
+    add(
+        _dt.datetime,
+        "datetime",
+        lambda v: _Reduced("datetime", v.isoformat()),
+        lambda p, x: _dt.datetime.fromisoformat(_str(p)),
+    )
+    add(
+        _dt.date,
+        "date",
+        lambda v: _Reduced("date", v.isoformat()),
+        lambda p, x: _dt.date.fromisoformat(_str(p)),
+    )
+    add(
+        _dt.time,
+        "time",
+        lambda v: _Reduced("time", v.isoformat()),
+        lambda p, x: _dt.time.fromisoformat(_str(p)),
+    )
+    add(
+        _dt.timedelta,
+        "timedelta",
+        lambda v: _Reduced("timedelta", [v.days, v.seconds, v.microseconds]),
+        lambda p, x: _dt.timedelta(*(int(n) for n in _list(p))),
+    )
+    add(
+        decimal.Decimal,
+        "decimal",
+        lambda v: _Reduced("decimal", str(v)),
+        lambda p, x: decimal.Decimal(_str(p)),
+    )
+    add(
+        Unrepresentable,
+        "unrepresentable",
+        lambda v: _Reduced("unrepresentable", [v.type, v.repr]),
+        _unrepresentable,
+    )
+    add(
+        RemoteException,
+        "exception",
+        lambda v: _Reduced("exception", [v.module, v.type_name, v.message, list(v.args)]),
+        _exception,
+    )
+    # an unknown value is passed on under its own tag, for a process that knows it
+    _reducers[UnknownType] = lambda v: _Reduced(v.tag, v.value)
+    _decoders["int"] = _big_int
+    _decoders["dict"] = _pairs
+    _builtin_tags.update({"int", "dict"})
+
+
+_install_builtins()

@@ -1,0 +1,245 @@
+"""Everything eventbus knows about LangChain and LangGraph, in one place.
+
+* which LangChain / LangGraph classes the codec may rebuild (the allowlist);
+* how ``astream_events(version="v2")`` filters and patches events (reproduced for
+  subscribers, who filter the full published stream);
+* a callback handler that turns plain ``invoke``/``ainvoke``/``stream`` calls into the same
+  v2 events, by reusing LangChain's own event-stream handler.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from langchain_core import agents, documents, messages, outputs, prompt_values
+from langchain_core.messages.base import TextAccessor
+from langchain_core.runnables.utils import AddableDict, _RootEventFilter
+from langchain_core.tracers.event_stream import _AstreamEventsCallbackHandler
+
+from . import _codec
+
+__all__ = [
+    "EventFilter",
+    "ForwardingHandler",
+    "new_run_id",
+    "filter_type",
+]
+
+StreamEvent = dict[str, Any]
+
+_LC_CLASSES: list[type] = [
+    # messages and their chunks
+    messages.BaseMessage,
+    messages.BaseMessageChunk,
+    messages.AIMessage,
+    messages.AIMessageChunk,
+    messages.HumanMessage,
+    messages.HumanMessageChunk,
+    messages.SystemMessage,
+    messages.SystemMessageChunk,
+    messages.ChatMessage,
+    messages.ChatMessageChunk,
+    messages.FunctionMessage,
+    messages.FunctionMessageChunk,
+    messages.ToolMessage,
+    messages.ToolMessageChunk,
+    messages.RemoveMessage,
+    # documents, prompt values, outputs, agents
+    documents.Document,
+    prompt_values.StringPromptValue,
+    prompt_values.ChatPromptValue,
+    prompt_values.ChatPromptValueConcrete,
+    prompt_values.ImagePromptValue,
+    outputs.Generation,
+    outputs.GenerationChunk,
+    outputs.ChatGeneration,
+    outputs.ChatGenerationChunk,
+    outputs.ChatResult,
+    outputs.LLMResult,
+    outputs.RunInfo,
+    agents.AgentAction,
+    agents.AgentActionMessageLog,
+    agents.AgentStep,
+    agents.AgentFinish,
+]
+
+
+def _install_langchain() -> None:
+    for cls in _LC_CLASSES:
+        _codec._register_builtin(cls, f"lc.{cls.__name__}")
+    _codec._register_dict_subclass(AddableDict, "lc.AddableDict")
+    _codec._register_str_subclass(TextAccessor, "lc.TextAccessor")
+
+
+def _install_langgraph() -> None:
+    try:
+        from langgraph import types as lg
+    except ImportError:  # a subscriber without langgraph: its tags stay UnknownType
+        return
+    for name in ("Interrupt", "Command", "Overwrite"):
+        cls = getattr(lg, name, None)
+        if cls is not None:
+            _codec._register_builtin(cls, f"lg.{name}")
+    send = getattr(lg, "Send", None)
+    if send is not None:  # a plain class with __slots__, not a dataclass
+
+        def decode_send(payload: Any, extra: Any) -> Any:
+            node, arg, timeout = payload
+            return send(node, arg, timeout=timeout)
+
+        _codec._add(
+            send,
+            "lg.Send",
+            lambda s: _codec._Reduced("lg.Send", [s.node, s.arg, getattr(s, "timeout", None)]),
+            decode_send,
+            builtin=True,
+        )
+
+
+_install_langchain()
+_codec.register_lazily("langgraph", "lg.", _install_langgraph)
+
+
+# ---------------------------------------------------------------------------------------
+# events
+
+
+def new_run_id() -> uuid.UUID:
+    """A fresh root run id, of the kind LangChain makes (uuid7)."""
+    from langchain_core.utils.uuid import uuid7
+
+    return uuid7()
+
+
+def filter_type(event: StreamEvent) -> str:
+    """The "type" LangChain's ``include_types``/``exclude_types`` test for this event:
+    the run type (``on_chat_model_stream`` -> ``chat_model``), or, for custom events, the
+    event's name."""
+    name: str = event["event"]
+    if name == "on_custom_event":
+        return str(event["name"])
+    return name[3:].rsplit("_", 1)[0]
+
+
+def is_root_end(event: StreamEvent, root_run_id: str) -> bool:
+    return event["run_id"] == root_run_id and str(event["event"]).endswith("_end")
+
+
+class EventFilter:
+    """``astream_events(version="v2", include_*/exclude_*)`` applied to the full v2 stream.
+
+    LangChain's v2 stream sets the *first event it yields* (after filtering) to carry the
+    root input in ``data["input"]`` and drops ``data["input"]`` from the end event of that
+    same run; this reproduces both, from the unfiltered stream in which the first event is
+    the root's start (carrying the root input).
+    """
+
+    def __init__(
+        self,
+        include_names: Sequence[str] | None = None,
+        include_types: Sequence[str] | None = None,
+        include_tags: Sequence[str] | None = None,
+        exclude_names: Sequence[str] | None = None,
+        exclude_types: Sequence[str] | None = None,
+        exclude_tags: Sequence[str] | None = None,
+    ) -> None:
+        self._filter = _RootEventFilter(
+            include_names=include_names,
+            include_types=include_types,
+            include_tags=include_tags,
+            exclude_names=exclude_names,
+            exclude_types=exclude_types,
+            exclude_tags=exclude_tags,
+        )
+        self._seen_root = False
+        self._root_input: Any = None
+        self._first_run_id: str | None = None
+
+    @staticmethod
+    def pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Take the include_*/exclude_* options out of ``kwargs``."""
+        return {k: kwargs.pop(k) for k in _FILTER_KEYS if k in kwargs}
+
+    def __call__(self, event: StreamEvent) -> StreamEvent | None:
+        """The event as the filtered stream would yield it, or None if it is filtered out."""
+        if not self._seen_root:
+            self._seen_root = True
+            self._root_input = event["data"].get("input")
+        if not self._filter.include_event(cast(Any, event), filter_type(event)):
+            return None
+        if self._first_run_id is None:
+            self._first_run_id = event["run_id"]
+            event["data"]["input"] = self._root_input
+        elif (
+            event["run_id"] == self._first_run_id
+            and event["event"].endswith("_end")
+            and "input" in event["data"]
+        ):
+            del event["data"]["input"]
+        return event
+
+
+_FILTER_KEYS = frozenset(
+    f"{a}_{b}" for a in ("include", "exclude") for b in ("names", "types", "tags")
+)
+
+
+class ForwardingHandler(_AstreamEventsCallbackHandler):
+    """LangChain's own v2 event-stream handler, forwarding each event to ``sink`` instead
+    of its in-memory queue, with v2's root-event patches applied.
+
+    ``sink(kind, root_run_id, payload)`` is called with kind ``"start"`` (a root run
+    begins; payload None), ``"event"`` (payload: the StreamEvent), ``"end"`` (the root run
+    finished) or ``"error"`` (payload: the exception of the root run).
+    """
+
+    def __init__(self, sink: Callable[[str, str, Any], None]) -> None:
+        super().__init__()
+        self._sink = sink
+        self._roots: set[str] = set()
+
+    def _send(self, event: Any, event_type: str) -> None:
+        run_id = event["run_id"]
+        parents = event.get("parent_ids") or []
+        root = parents[0] if parents else run_id
+        if not parents and event["event"].endswith("_start") and run_id not in self._roots:
+            self._roots.add(run_id)
+            self._sink("start", run_id, None)
+        if root not in self._roots:
+            return
+        if not parents and event["event"].endswith("_end"):
+            event["data"].pop("input", None)  # as v2 does for the root's end event
+            self._sink("event", root, event)
+            self._roots.discard(root)
+            self._sink("end", root, None)
+            return
+        self._sink("event", root, event)
+
+    def _root_error(self, error: BaseException, run_id: uuid.UUID, parent_run_id: Any) -> None:
+        rid = str(run_id)
+        if parent_run_id is None and rid in self._roots:
+            self._roots.discard(rid)
+            self._sink("error", rid, error)
+
+    async def on_chain_error(
+        self, error: BaseException, *, run_id: uuid.UUID, parent_run_id: Any = None, **kw: Any
+    ) -> None:
+        self._root_error(error, run_id, parent_run_id)
+
+    async def on_llm_error(
+        self, error: BaseException, *, run_id: uuid.UUID, parent_run_id: Any = None, **kw: Any
+    ) -> None:
+        self._root_error(error, run_id, parent_run_id)
+
+    async def on_retriever_error(
+        self, error: BaseException, *, run_id: uuid.UUID, parent_run_id: Any = None, **kw: Any
+    ) -> None:
+        self._root_error(error, run_id, parent_run_id)
+
+    async def on_tool_error(
+        self, error: BaseException, *, run_id: uuid.UUID, parent_run_id: Any = None, **kw: Any
+    ) -> None:
+        await super().on_tool_error(error, run_id=run_id, parent_run_id=parent_run_id, **kw)
+        self._root_error(error, run_id, parent_run_id)

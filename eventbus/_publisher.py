@@ -1,0 +1,666 @@
+"""Publisher (async) and SyncPublisher: run LangChain runnables and publish their events.
+
+The run's loop only encodes each event (a few microseconds) and appends it to a
+buffer; one writer task per publisher publishes at once while the rate is low, and under
+load lets a record wait up to ``linger`` (default 3 ms) so that events pile up; it packs each
+run's pending records into frames of up to
+``max_frame_bytes``, and publishes all of them in one transport call (one round trip).
+When more than ``max_buffer_bytes`` wait unpublished, the run is paused (backpressure)
+until the writer catches up: memory stays bounded and nothing is dropped. Terminal
+records are flushed at once, and ``run()`` returns or raises only after everything of
+its run is on the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgspec
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+
+from . import _langchain
+from ._codec import Unrepresentable
+from ._exceptions import EventbusError, PublishError, TransportError
+from ._wire import Cancelled, Codec, End, Event, Failed, Heartbeat, RecordEncoder
+from .transports import OutFrame, Transport, open_transport, redact_url
+
+__all__ = ["Publisher", "PublisherStats", "SyncPublisher"]
+
+logger = logging.getLogger("eventbus")
+
+StreamEvent = dict[str, Any]
+
+# the writer lingers (see Publisher's ``linger``) while records arrive faster than this
+# (per second, over windows of _RATE_WINDOW seconds): a streaming LLM run emits 3-10k/s,
+# a paced producer at 1k/s is published at once, its latency that of one round trip
+_BUSY_RATE = 2000.0
+_RATE_WINDOW = 0.02
+
+
+@dataclass
+class PublisherStats:
+    """Counters of one publisher (read them any time)."""
+
+    events: int = 0
+    frames: int = 0
+    bytes: int = 0
+    batches: int = 0
+    heartbeats: int = 0
+    oversized_events: int = 0
+    backpressure_waits: int = 0
+
+
+class _Run:
+    __slots__ = ("done", "last_emit", "output", "records", "run_id", "seq")
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.seq = 0
+        self.records: list[tuple[bytes, bool]] = []  # (encoded record, is_heartbeat)
+        self.last_emit = time.monotonic()
+        self.output: Any = None
+        self.done = False
+
+
+def _run_id_of(config: RunnableConfig) -> str:
+    rid: Any = config.get("run_id")
+    if rid is None:
+        rid = _langchain.new_run_id()
+    elif not isinstance(rid, uuid.UUID):
+        rid = uuid.UUID(str(rid))  # LangChain wants a UUID; users may hand us a str
+    config["run_id"] = rid
+    return str(rid)
+
+
+class Publisher:
+    """Runs runnables and publishes every ``astream_events(version="v2")`` event.
+
+    Use as an async context manager (or call :meth:`connect` and :meth:`aclose`)::
+
+        async with eventbus.Publisher("redis://localhost:6379/0", namespace="myapp") as pub:
+            output = await pub.run(chain, {"topic": "bees"}, config={"run_id": run_id})
+
+    Args:
+        url: broker URL; the scheme picks the transport (``redis://``, ``rediss://``,
+            ``unix://``, ``amqp://``, ``amqps://``, ``memory://``).
+        namespace: the stream namespace subscribers name too.
+        codec: ``"msgpack"`` (default) or ``"json"``.
+        linger: while events arrive fast (more than 2,000 a second over 20 ms, as a streaming model
+            run's do), the longest a record waits for others to join its batch, in
+            seconds; at lower rates every event is published at once.
+        max_frame_bytes: frames (broker messages) are packed up to about this size.
+        max_buffer_bytes: unpublished bytes above which runs are paused (backpressure).
+        max_event_bytes: an encoded event larger than this has its ``data`` replaced by
+            :class:`eventbus.Unrepresentable` placeholders (the run goes on).
+        heartbeat_interval: seconds between heartbeats of a run that emits nothing.
+        transport_options: passed to the transport (see its docs).
+
+    Raises:
+        ConfigurationError: bad URL, scheme or option (at construction).
+        MissingDependencyError: the scheme's extra is not installed.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "default",
+        *,
+        codec: Codec = "msgpack",
+        linger: float = 0.003,
+        max_frame_bytes: int = 256 * 1024,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        max_event_bytes: int = 32 * 1024 * 1024,
+        heartbeat_interval: float = 5.0,
+        transport_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.url = redact_url(url)
+        self.namespace = namespace
+        self.producer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stats = PublisherStats()
+        self.last_run_id: str | None = None
+        self._transport: Transport = open_transport(url, namespace, **(transport_options or {}))
+        self._encoder = RecordEncoder(codec)
+        self._linger = linger
+        self._max_frame_bytes = max_frame_bytes
+        self._max_buffer_bytes = max_buffer_bytes
+        self._max_event_bytes = max_event_bytes
+        self._heartbeat_interval = heartbeat_interval
+        self._runs: dict[str, _Run] = {}
+        self._dirty: dict[str, _Run] = {}  # runs with unpublished records, in order
+        self._buffered = 0
+        self._emitted = 0
+        self._published = 0
+        self._urgent = False
+        self._pending_since = 0.0  # when the oldest unpublished record was emitted
+        self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._progress: asyncio.Condition | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def connect(self) -> Publisher:
+        """Connect the transport and start the writer.
+
+        Raises:
+            ConnectError, AuthenticationError: the broker cannot be used.
+        """
+        await self._transport.connect()
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._tasks = [
+            asyncio.create_task(self._writer(), name="eventbus-writer"),
+            asyncio.create_task(self._heartbeats(), name="eventbus-heartbeats"),
+        ]
+        return self
+
+    async def __aenter__(self) -> Publisher:
+        return await self.connect()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Publish what is buffered, stop the writer and close the transport."""
+        if self._closed:
+            return
+        try:
+            if self._tasks and self._failure is None:
+                await self.flush()
+        finally:
+            self._closed = True
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._transport.aclose()
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        runnable: Runnable[Any, Any],
+        input: Any,
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``runnable`` with ``astream_events(version="v2")``, publish every event,
+        and return the run's output (the ``output`` of the root run's end event, which is
+        what ``ainvoke`` returns).
+
+        The root run id is ``config["run_id"]`` if given (str or UUID), otherwise a new
+        uuid7; it is also in :attr:`last_run_id` as soon as the run starts.
+
+        Raises:
+            Exception: whatever the runnable raised (after its error was published).
+            PublishError: the events could not be published.
+        """
+        output = None
+        async with contextlib.aclosing(self._events(runnable, input, config, kwargs)) as events:
+            async for _event, run in events:
+                output = run.output
+        return output
+
+    async def astream_events(
+        self,
+        runnable: Runnable[Any, Any],
+        input: Any,
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Like ``runnable.astream_events(input, config, version="v2", **kwargs)``, and
+        publishes every event as it yields it. ``include_*``/``exclude_*`` filter what is
+        yielded here; the full stream is published (subscribers filter their own).
+
+        Stopping early (``break``) ends the run remotely with ``RunCancelledError``.
+        """
+        options = _langchain.EventFilter.pop_options(kwargs)
+        keep = _langchain.EventFilter(**options) if options else None
+        async with contextlib.aclosing(self._events(runnable, input, config, kwargs)) as events:
+            async for event, _run in events:
+                if keep is None:
+                    yield event
+                else:
+                    kept = keep(event)
+                    if kept is not None:
+                        yield kept
+
+    async def _events(
+        self,
+        runnable: Runnable[Any, Any],
+        input: Any,
+        config: RunnableConfig | None,
+        kwargs: dict[str, Any],
+    ) -> AsyncGenerator[tuple[StreamEvent, _Run], None]:
+        self._check_open()
+        kwargs.pop("version", None)
+        config = ensure_config(config)
+        run = self._open_run(_run_id_of(config))
+        stream = runnable.astream_events(input, config, version="v2", **kwargs)
+        try:
+            async with contextlib.aclosing(cast(AsyncGenerator[StreamEvent, None], stream)):
+                async for event in cast(AsyncIterator[StreamEvent], stream):
+                    self._emit_event(run, event)
+                    if self._buffered > self._max_buffer_bytes:
+                        await self._backpressure()
+                    if _langchain.is_root_end(event, run.run_id):
+                        run.output = event["data"].get("output")
+                    yield event, run
+        except BaseException as exc:
+            await self._finish(run, exc)
+            raise
+        await self._finish(run, None)
+
+    def callback_handler(self) -> BaseCallbackHandler:
+        """A LangChain callback handler that publishes the v2 events of the runs it sees,
+        for code that calls ``invoke``/``ainvoke``/``stream`` itself::
+
+            chain.invoke(x, config={"callbacks": [pub.callback_handler()]})
+
+        Each root run becomes a published run (its id: the root run id). A plain
+        ``invoke`` produces fewer stream events than ``astream_events`` does (LangChain
+        streams chains only when asked to). Call :meth:`flush` (or leave the publisher's
+        context) to be sure everything is on the broker.
+        """
+        self._check_open()
+        loop = self._loop
+        assert loop is not None
+
+        def sink(kind: str, root: str, payload: Any) -> None:
+            # encode here, in whatever thread LangChain calls us from, so that what is
+            # published is the event as it was at this moment
+            wire = payload
+            if kind == "event":
+                raw = msgspec.Raw(self._encoder.encode_value(self._encoder.to_tree(payload)))
+                wire = (raw, payload)
+            if _on_loop(loop):
+                self._handler_sink(kind, root, wire)
+            else:
+                loop.call_soon_threadsafe(self._handler_sink, kind, root, wire)
+
+        return _langchain.ForwardingHandler(sink)
+
+    def _handler_sink(self, kind: str, root: str, payload: Any) -> None:
+        if kind == "start":
+            self._open_run(root)
+            return
+        run = self._runs.get(root)
+        if run is None:
+            return
+        if kind == "event":
+            raw, event = payload
+            self._emit_tree(run, raw, event)
+            return
+        if kind == "end":
+            self._terminal(run, End(0, 0.0))
+        else:
+            self._terminal(run, self._failure_record(payload))
+        del self._runs[root]
+
+    async def flush(self) -> None:
+        """Wait until everything emitted so far is on the broker.
+
+        Raises:
+            PublishError: publishing failed (the first error is kept and raised again).
+        """
+        target = self._emitted
+        self._urgent = True
+        self._wake()
+        assert self._progress is not None
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._published >= target or self._failure)
+        self._raise_failure()
+
+    # -- emitting ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed or self._loop is None:
+            raise PublishError("the publisher is not open (use `async with Publisher(...)`)")
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            if isinstance(self._failure, EventbusError):
+                raise self._failure
+            raise PublishError(f"publishing failed: {self._failure}") from self._failure
+
+    def _open_run(self, run_id: str) -> _Run:
+        run = _Run(run_id)
+        self._runs[run_id] = run
+        self.last_run_id = run_id
+        return run
+
+    def _emit_event(self, run: _Run, event: StreamEvent) -> None:
+        self._emit_tree(run, self._encoder.to_tree(event), event)
+
+    def _emit_tree(self, run: _Run, tree: Any, event: StreamEvent) -> None:
+        run.seq += 1
+        data = self._encoder.encode_record(Event(run.seq, time.time(), tree))
+        if len(data) > self._max_event_bytes:
+            shrunk = self._encoder.to_tree(_shrink(event, len(data)))
+            data = self._encoder.encode_record(Event(run.seq, time.time(), shrunk))
+            self.stats.oversized_events += 1
+            logger.warning(
+                "run %s: event #%d is %d bytes encoded (max_event_bytes=%d); its data was "
+                "replaced by placeholders",
+                run.run_id,
+                run.seq,
+                len(data),
+                self._max_event_bytes,
+            )
+        self.stats.events += 1
+        self._append(run, data, False)
+
+    def _append(self, run: _Run, data: bytes, heartbeat: bool) -> None:
+        run.records.append((data, heartbeat))
+        run.last_emit = now = time.monotonic()
+        if not self._dirty:
+            self._pending_since = now
+        self._dirty[run.run_id] = run
+        self._buffered += len(data)
+        self._emitted += 1
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.is_set():
+            wakeup.set()
+
+    def _terminal(self, run: _Run, record: End | Failed | Cancelled) -> None:
+        if run.done:
+            return
+        run.seq += 1
+        record.seq = run.seq
+        record.ts = time.time()
+        run.done = True
+        self._append(run, self._encoder.encode_record(record), False)
+        self._urgent = True
+
+    @staticmethod
+    def _failure_record(exc: BaseException) -> Failed:
+        cls = type(exc)
+        return Failed(
+            0,
+            0.0,
+            type=cls.__qualname__,
+            module=cls.__module__,
+            message=_safe_str(exc),
+            traceback="".join(traceback.format_exception(cls, exc, exc.__traceback__)),
+        )
+
+    async def _finish(self, run: _Run, exc: BaseException | None) -> None:
+        if exc is None:
+            self._terminal(run, End(0, 0.0))
+        elif isinstance(exc, asyncio.CancelledError):
+            self._terminal(run, Cancelled(0, 0.0, reason="the run's task was cancelled"))
+        elif isinstance(exc, GeneratorExit):
+            self._terminal(run, Cancelled(0, 0.0, reason="the local consumer stopped iterating"))
+        else:
+            self._terminal(run, self._failure_record(exc))
+        self._runs.pop(run.run_id, None)
+        if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            # the caller is going away: publish the end in the background, do not block it
+            task = asyncio.ensure_future(self._quiet_flush())
+            self._tasks.append(task)  # cancelled by aclose() if still running then
+            task.add_done_callback(self._forget_task)
+            return
+        await self.flush()
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+
+    async def _quiet_flush(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    async def _backpressure(self) -> None:
+        self.stats.backpressure_waits += 1
+        self._urgent = True
+        self._wake()
+        assert self._progress is not None
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: self._buffered <= self._max_buffer_bytes // 2 or self._failure
+            )
+        self._raise_failure()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # -- the writer --------------------------------------------------------------------
+
+    def _take_frames(self) -> tuple[list[OutFrame], int, int]:
+        frames: list[OutFrame] = []
+        count = size = 0
+        for run in self._dirty.values():
+            records, run.records = run.records, []
+            start = 0
+            while start < len(records):
+                end, nbytes = start, 0
+                while end < len(records) and (end == start or nbytes < self._max_frame_bytes):
+                    nbytes += len(records[end][0])
+                    end += 1
+                chunk = records[start:end]
+                last = run.done and end == len(records)
+                frames.append(
+                    OutFrame(
+                        run.run_id,
+                        self._encoder.encode_envelope(
+                            self.namespace, run.run_id, self.producer, [r for r, _ in chunk]
+                        ),
+                        fanout=not all(hb for _, hb in chunk),
+                        final=last,
+                    )
+                )
+                count += len(chunk)
+                size += nbytes
+                start = end
+        self._dirty = {}
+        return frames, count, size
+
+    async def _writer(self) -> None:
+        assert self._wakeup is not None
+        assert self._progress is not None
+        busy = False
+        window_start, window_count = time.monotonic(), 0  # the rate of records, measured
+        while True:
+            await self._wakeup.wait()
+            if busy and not self._urgent and self._linger > 0:
+                # events arrive faster than round trips: let a bigger batch pile up, since
+                # the cost of a batch hardly depends on its size; no record waits for more
+                # than ``linger`` (those that piled up during a slow round trip go at once)
+                delay = self._pending_since + self._linger - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            self._wakeup.clear()
+            self._urgent = False
+            frames, count, size = self._take_frames()
+            if not frames:
+                continue
+            now = time.monotonic()
+            window_count += count
+            if now - window_start >= _RATE_WINDOW:  # (a burst within a window is not load)
+                busy = window_count / (now - window_start) > _BUSY_RATE
+                window_start, window_count = now, 0
+            try:
+                await self._transport.publish(frames)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, TransportError):
+                    self._failure = exc
+                else:
+                    self._failure = PublishError(f"publishing failed: {exc!r}")
+                    self._failure.__cause__ = exc
+                logger.error("publishing to %s failed: %s", self.url, exc)
+            else:
+                self.stats.frames += len(frames)
+                self.stats.batches += 1
+                self.stats.bytes += sum(len(f.data) for f in frames)
+            self._buffered -= size
+            self._published += count
+            async with self._progress:
+                self._progress.notify_all()
+            if self._failure is not None:
+                return
+
+    async def _heartbeats(self) -> None:
+        interval = self._heartbeat_interval
+        while True:
+            await asyncio.sleep(interval / 2)
+            now = time.monotonic()
+            for run in list(self._runs.values()):
+                if not run.done and now - run.last_emit >= interval:
+                    self.stats.heartbeats += 1
+                    record = self._encoder.encode_record(Heartbeat(run.seq, time.time()))
+                    self._append(run, record, True)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+def _shrink(event: Any, size: int) -> Any:
+    """An oversized event with its data values replaced by placeholders."""
+    omitted = Unrepresentable(
+        "eventbus.Oversized", f"<event of {size} bytes omitted: larger than max_event_bytes>"
+    )
+    if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
+        return omitted
+    return {**event, "data": {k: omitted for k in event["data"]}}
+
+
+class SyncPublisher:
+    """A :class:`Publisher` for synchronous code (Celery, RQ, threads).
+
+    It runs the publisher, and the runnables given to :meth:`run`, on an event loop in a
+    background thread::
+
+        with eventbus.SyncPublisher("redis://localhost:6379/0", namespace="myapp") as pub:
+            output = pub.run(chain, {"topic": "bees"})
+
+    Takes the same arguments as :class:`Publisher`.
+    """
+
+    def __init__(self, url: str, namespace: str = "default", **options: Any) -> None:
+        self._publisher = Publisher(url, namespace, **options)
+        self._portal_cm: contextlib.AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def stats(self) -> PublisherStats:
+        return self._publisher.stats
+
+    @property
+    def last_run_id(self) -> str | None:
+        return self._publisher.last_run_id
+
+    def connect(self) -> SyncPublisher:
+        """Start the background loop and connect. Raises what :meth:`Publisher.connect` raises."""
+        self._portal_cm = start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        try:
+            self._portal.call(self._publisher.connect)
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            self._portal = self._portal_cm = None
+            raise
+        return self
+
+    def __enter__(self) -> SyncPublisher:
+        return self.connect()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush, close the publisher and stop the background loop."""
+        if self._portal is None or self._portal_cm is None:
+            return
+        try:
+            self._portal.call(self._publisher.aclose)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+            self._portal = self._portal_cm = None
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        if self._portal is None:
+            raise PublishError("the publisher is not open (use `with SyncPublisher(...)`)")
+        return self._portal.call(fn, *args)
+
+    def run(
+        self,
+        runnable: Runnable[Any, Any],
+        input: Any,
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Blocking :meth:`Publisher.run` (the runnable runs on the background loop)."""
+
+        async def go() -> Any:
+            return await self._publisher.run(runnable, input, config, **kwargs)
+
+        return self._call(go)
+
+    def stream_events(
+        self,
+        runnable: Runnable[Any, Any],
+        input: Any,
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
+    ) -> Iterator[StreamEvent]:
+        """Blocking :meth:`Publisher.astream_events`."""
+        if self._portal is None:
+            raise PublishError("the publisher is not open (use `with SyncPublisher(...)`)")
+        cm = self._portal.wrap_async_context_manager(
+            _agen_cm(self._publisher.astream_events(runnable, input, config, **kwargs))
+        )
+        with cm as agen:
+            while True:
+                try:
+                    yield self._portal.call(agen.__anext__)
+                except StopAsyncIteration:
+                    return
+
+    def callback_handler(self) -> BaseCallbackHandler:
+        """See :meth:`Publisher.callback_handler`; call :meth:`flush` after the run."""
+        return self._publisher.callback_handler()
+
+    def flush(self) -> None:
+        """Block until everything emitted so far is on the broker."""
+        self._call(self._publisher.flush)
+
+
+@contextlib.asynccontextmanager
+async def _agen_cm(agen: Any) -> AsyncIterator[Any]:
+    try:
+        yield agen
+    finally:
+        await agen.aclose()

@@ -1,0 +1,412 @@
+"""Subscriber: follow runs, rebuild their ``astream_events`` iterators, consume groups."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+
+from . import _langchain
+from ._exceptions import (
+    ConfigurationError,
+    DecodeError,
+    InvalidResumeToken,
+    RemoteRunError,
+    RunCancelledError,
+    RunError,
+    RunNotFoundError,
+    SequenceGapError,
+    WorkerLostError,
+)
+from ._wire import Cancelled, Envelope, Event, Failed, Heartbeat, Record, decode_envelope
+from .transports import DeadLetter, Delivery, GroupOptions, Transport, check_name, open_transport
+from .transports import redact_url as _redact
+
+__all__ = ["FollowItem", "Message", "Subscriber", "SubscriberStats"]
+
+logger = logging.getLogger("eventbus")
+
+StreamEvent = dict[str, Any]
+
+
+@dataclass
+class SubscriberStats:
+    """Counters of one subscriber. ``malformed``/``foreign``/``oversized`` count messages
+    that were rejected (and, in groups, dead-lettered); ``duplicates`` records skipped
+    because they were already delivered (publish retries)."""
+
+    frames: int = 0
+    events: int = 0
+    malformed: int = 0
+    oversized: int = 0
+    foreign: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class FollowItem:
+    """One event of a followed run. ``id`` resumes right after it: ``follow(run, after=id)``.
+    ``ts``: when the worker emitted it (its ``time.time()``)."""
+
+    id: str
+    event: StreamEvent
+    ts: float = field(default=0.0, compare=False)
+
+
+@dataclass
+class Message:
+    """One record of a consumer group delivery.
+
+    ``kind`` is ``"event"`` (``event`` holds the StreamEvent), ``"end"``, ``"error"``
+    (``error`` holds the :class:`RemoteRunError`) or ``"cancelled"`` (``error`` holds the
+    :class:`RunCancelledError`). Several messages may share one broker delivery; it is
+    acked when all of them are, so un-acked messages are redelivered together with the
+    others of their frame (at-least-once). ``ts``: when the worker emitted the record (its
+    ``time.time()``).
+    """
+
+    kind: Literal["event", "end", "error", "cancelled"]
+    run_id: str
+    seq: int
+    event: StreamEvent | None
+    error: Exception | None
+    redelivered: bool
+    _frame: _FrameAck = field(repr=False)
+    ts: float = field(default=0.0, compare=False)
+
+    async def ack(self) -> None:
+        """Done with this message."""
+        await self._frame.settle(None)
+
+    async def reject(self, reason: str) -> None:
+        """Give up on this message: its frame goes to the group's dead letters."""
+        await self._frame.settle(reason)
+
+
+class _FrameAck:
+    __slots__ = ("_delivery", "_left", "_reason")
+
+    def __init__(self, delivery: Delivery, count: int) -> None:
+        self._delivery = delivery
+        self._left = count
+        self._reason: str | None = None
+
+    async def settle(self, reason: str | None) -> None:
+        if self._left <= 0:
+            return
+        self._left -= 1
+        if reason is not None and self._reason is None:
+            self._reason = reason
+        if self._left == 0:
+            if self._reason is None:
+                await self._delivery.ack()
+            else:
+                await self._delivery.reject(self._reason)
+
+
+def _run_key(run_id: str | uuid.UUID) -> str:
+    if isinstance(run_id, uuid.UUID):
+        return str(run_id)
+    if not isinstance(run_id, str):
+        raise ConfigurationError(f"run_id must be a str or UUID, not {type(run_id).__name__}")
+    try:
+        return str(uuid.UUID(run_id))
+    except ValueError:
+        raise ConfigurationError(f"run_id {run_id!r} is not a UUID") from None
+
+
+def _parse_token(token: str) -> tuple[int, str]:
+    seq, sep, position = token.partition(":") if isinstance(token, str) else ("", "", "")
+    if not sep or not seq.isdigit() or not position:
+        raise InvalidResumeToken(f"not an eventbus resume token: {token!r}")
+    return int(seq), position
+
+
+class Subscriber:
+    """Follows runs published by :class:`Publisher` and consumes consumer groups.
+
+    Use as an async context manager::
+
+        async with eventbus.Subscriber("redis://localhost:6379/0", namespace="myapp") as sub:
+            async for event in sub.astream_events(run_id):
+                ...
+
+    Args:
+        url: broker URL (as for :class:`Publisher`).
+        namespace: the namespace the publishers use.
+        idle_timeout: once a run has started, seconds without any record or heartbeat
+            after which its worker is presumed dead (``WorkerLostError``). None: wait forever.
+        start_timeout: seconds to wait for a run that has not started
+            (``RunNotFoundError``). None (default): wait forever.
+        max_frame_bytes: larger broker messages are rejected as oversized.
+        transport_options: passed to the transport.
+
+    Raises:
+        ConfigurationError, MissingDependencyError: as for :class:`Publisher`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "default",
+        *,
+        idle_timeout: float | None = 30.0,
+        start_timeout: float | None = None,
+        max_frame_bytes: int = 64 * 1024 * 1024,
+        transport_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.url = _redact(url)
+        self.namespace = namespace
+        self.idle_timeout = idle_timeout
+        self.start_timeout = start_timeout
+        self.max_frame_bytes = max_frame_bytes
+        self.stats = SubscriberStats()
+        self._transport: Transport = open_transport(url, namespace, **(transport_options or {}))
+
+    async def connect(self) -> Subscriber:
+        """Connect the transport. Raises ConnectError / AuthenticationError."""
+        await self._transport.connect()
+        return self
+
+    async def __aenter__(self) -> Subscriber:
+        return await self.connect()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    # -- decoding ----------------------------------------------------------------------
+
+    def _decode(self, data: bytes, run_id: str | None) -> Envelope:
+        """The frame, its events rebuilt; ``run_id``: the run it must belong to.
+
+        Raises:
+            DecodeError: the whole frame is rejected (counted in ``stats`` and logged).
+        """
+        try:
+            envelope = decode_envelope(data, max_bytes=self.max_frame_bytes)
+        except DecodeError as exc:
+            if len(data) > self.max_frame_bytes:
+                self.stats.oversized += 1
+            else:
+                self.stats.malformed += 1
+            logger.warning("rejected a message from %s: %s", self.url, exc)
+            raise
+        if envelope.ns != self.namespace or (run_id is not None and envelope.run != run_id):
+            self.stats.foreign += 1
+            foreign = DecodeError(
+                f"frame of namespace {envelope.ns!r}, run {envelope.run!r} "
+                f"in the stream of {self.namespace!r}, {run_id!r}"
+            )
+            logger.warning("rejected a message from %s: %s", self.url, foreign)
+            raise foreign
+        self.stats.frames += 1
+        return envelope
+
+    # -- following one run -------------------------------------------------------------
+
+    async def follow(
+        self, run_id: str | uuid.UUID, after: str | None = None
+    ) -> AsyncGenerator[FollowItem, None]:
+        """Every event of the run, in order, from the first (or right after ``after``, a
+        ``FollowItem.id``); waits for a run that has not started; ends after the run ends.
+
+        Raises:
+            RemoteRunError: the run raised in the worker.
+            RunCancelledError: the run was cancelled in the worker.
+            WorkerLostError: nothing arrived for ``idle_timeout`` seconds mid-run.
+            RunNotFoundError: the run did not start within ``start_timeout``.
+            SequenceGapError: events are missing (trimmed by retention).
+            InvalidResumeToken: ``after`` is not a token eventbus issued.
+        """
+        rid = _run_key(run_id)
+        position: str | None = None
+        expected = 1
+        if after is not None:
+            last, position = _parse_token(after)
+            expected = last + 1
+        started = after is not None
+        entries = self._transport.follow(rid, start=position)
+        try:
+            while True:
+                timeout = self.idle_timeout if started else self.start_timeout
+                try:
+                    with anyio.fail_after(timeout):
+                        entry = await entries.__anext__()
+                except TimeoutError:
+                    if started:
+                        raise WorkerLostError(rid, timeout or 0.0) from None
+                    raise RunNotFoundError(
+                        f"run {rid} did not start within {timeout:g}s in namespace "
+                        f"{self.namespace!r}"
+                    ) from None
+                try:
+                    envelope = self._decode(entry.data, rid)
+                except DecodeError:
+                    continue
+                started = True
+                for record in envelope.records:
+                    if type(record) is Heartbeat:
+                        if record.seq >= expected:
+                            raise SequenceGapError(rid, expected, record.seq + 1)
+                        continue
+                    if record.seq < expected:
+                        self.stats.duplicates += 1
+                        continue
+                    if record.seq > expected:
+                        raise SequenceGapError(rid, expected, record.seq)
+                    expected += 1
+                    if type(record) is Event:
+                        self.stats.events += 1
+                        yield FollowItem(f"{record.seq}:{entry.position}", record.event, record.ts)
+                        continue
+                    error = _terminal_error(rid, record)
+                    if error is not None:
+                        raise error
+                    return
+        finally:
+            await _aclose(entries)
+
+    async def astream_events(
+        self,
+        run_id: str | uuid.UUID,
+        *,
+        include_names: Sequence[str] | None = None,
+        include_types: Sequence[str] | None = None,
+        include_tags: Sequence[str] | None = None,
+        exclude_names: Sequence[str] | None = None,
+        exclude_types: Sequence[str] | None = None,
+        exclude_tags: Sequence[str] | None = None,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The run's ``astream_events(version="v2")`` iterator, rebuilt: equal to what the
+        worker's local iterator yielded (with these filters applied as LangChain applies
+        them). Raises what :meth:`follow` raises."""
+        keep = _langchain.EventFilter(
+            include_names=include_names,
+            include_types=include_types,
+            include_tags=include_tags,
+            exclude_names=exclude_names,
+            exclude_types=exclude_types,
+            exclude_tags=exclude_tags,
+        )
+        async with contextlib.aclosing(self.follow(run_id)) as items:
+            async for item in items:
+                event = keep(item.event)
+                if event is not None:
+                    yield event
+
+    async def astream(self, run_id: str | uuid.UUID) -> AsyncGenerator[Any, None]:
+        """What ``runnable.astream(...)`` would have yielded in the worker: the chunks of
+        the root run's stream events (for a LangGraph graph, per its ``stream_mode``:
+        ``(mode, chunk)`` tuples when it was a list). Raises what :meth:`follow` raises."""
+        rid = _run_key(run_id)
+        async with contextlib.aclosing(self.follow(rid)) as items:
+            async for item in items:
+                event = item.event
+                if event["run_id"] == rid and event["event"].endswith("_stream"):
+                    yield event["data"]["chunk"]
+
+    # -- consumer groups ---------------------------------------------------------------
+
+    async def consume(
+        self,
+        group: str,
+        consumer: str,
+        *,
+        start: Literal["first", "new"] = "new",
+        prefetch: int = 100,
+        visibility_timeout: float = 30.0,
+        max_deliveries: int = 5,
+    ) -> AsyncGenerator[Message, None]:
+        """Every record of every run in the namespace, for this consumer of ``group``.
+
+        Groups each see everything (fan-out); consumers of one group share it
+        (competing). Call ``await msg.ack()`` when done; what is not acked within
+        ``visibility_timeout`` is delivered again (to any consumer of the group), up to
+        ``max_deliveries`` times, then dead-lettered (see :meth:`dead_letters`). A new
+        group starts at the oldest retained record (``start="first"``) or at records
+        published from now on (``"new"``). Malformed or foreign messages are counted in
+        ``stats``, dead-lettered and skipped: they never stop the loop.
+        """
+        check_name("group", group)
+        check_name("consumer", consumer)
+        options = GroupOptions(
+            start=start,
+            prefetch=prefetch,
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+        )
+        deliveries = self._transport.consume(group, consumer, options)
+        try:
+            async for delivery in deliveries:
+                try:
+                    envelope = self._decode(delivery.data, None)
+                except DecodeError as exc:
+                    await delivery.reject(f"rejected by eventbus: {exc}")
+                    continue
+                records = [r for r in envelope.records if type(r) is not Heartbeat]
+                if not records:
+                    await delivery.ack()
+                    continue
+                frame = _FrameAck(delivery, len(records))
+                redelivered = delivery.deliveries > 1
+                for record in records:
+                    kind: Literal["event", "end", "error", "cancelled"]
+                    if type(record) is Event:
+                        self.stats.events += 1
+                        kind, event, error = "event", record.event, None
+                    else:
+                        error = _terminal_error(envelope.run, record)
+                        event = None
+                        kind = (
+                            "end"
+                            if error is None
+                            else "error"
+                            if isinstance(error, RemoteRunError)
+                            else "cancelled"
+                        )
+                    yield Message(
+                        kind,
+                        envelope.run,
+                        record.seq,
+                        event,
+                        error,
+                        redelivered,
+                        frame,
+                        ts=record.ts,
+                    )
+        finally:
+            await _aclose(deliveries)
+
+    async def delete_group(self, group: str) -> None:
+        """Forget a consumer group: its position, pending messages and dead letters."""
+        check_name("group", group)
+        await self._transport.delete_group(group)
+
+    async def dead_letters(self, group: str, *, count: int = 100) -> list[DeadLetter]:
+        """The group's oldest ``count`` dead letters (raw frames, with the reason)."""
+        check_name("group", group)
+        return await self._transport.dead_letters(group, count=count)
+
+
+def _terminal_error(run_id: str, record: Record) -> RunError | None:
+    """What a terminal record means for the run: None for a normal end."""
+    if type(record) is Failed:
+        return RemoteRunError(run_id, record.type, record.module, record.message, record.traceback)
+    if type(record) is Cancelled:
+        return RunCancelledError(run_id, record.reason)
+    return None
+
+
+async def _aclose(iterator: Any) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()

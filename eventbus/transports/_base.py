@@ -1,0 +1,139 @@
+"""The transport interface: bytes in, bytes out, nothing of LangChain.
+
+A transport stores, per *namespace*:
+
+* one **run stream** per run: an append-only, replayable sequence of entries (each entry
+  is one frame of bytes, which may pack several events of that run), readable from the
+  start or from any entry's position, by any number of followers;
+* one **group stream**: every fan-out frame of every run of the namespace, delivered to
+  *consumer groups*. Every group sees every frame (fan-out); the consumers of one group
+  share the frames (competing), ack them, and get un-acked frames redelivered after
+  ``visibility_timeout``; a frame delivered ``max_deliveries`` times without an ack goes
+  to the group's dead letters and is not delivered again.
+
+Positions are opaque strings chosen by the transport (a Redis stream id, a RabbitMQ
+stream offset, a list index). The layers above never look inside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+__all__ = ["DeadLetter", "Delivery", "Entry", "GroupOptions", "OutFrame", "Transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutFrame:
+    """One frame to publish.
+
+    ``fanout``: also append it to the group stream (heartbeat-only frames are not).
+    ``final``: the run's last frame; the transport may start the run's retention clock.
+    """
+
+    run_id: str
+    data: bytes
+    fanout: bool = True
+    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One entry of a run stream, as read back by ``follow``."""
+
+    position: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOptions:
+    """How a consumer group behaves.
+
+    ``start``: where a *new* group begins: ``"first"`` (everything still retained) or
+    ``"new"`` (only frames published after the group was created). An existing group
+    keeps its position.
+    """
+
+    start: Literal["first", "new"] = "new"
+    prefetch: int = 100
+    visibility_timeout: float = 30.0
+    max_deliveries: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A frame a group gave up on, with why."""
+
+    position: str
+    data: bytes
+    reason: str
+    deliveries: int
+
+
+@runtime_checkable
+class Delivery(Protocol):
+    """One frame handed to one consumer of a group."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def position(self) -> str: ...
+
+    @property
+    def deliveries(self) -> int:
+        """How many times this frame has been delivered, this time included (1 = first)."""
+        ...
+
+    async def ack(self) -> None:
+        """Done with it: it is never delivered to this group again."""
+        ...
+
+    async def reject(self, reason: str) -> None:
+        """Give up on it now: move it to the group's dead letters with ``reason``."""
+        ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What eventbus needs from a broker. One instance serves one namespace.
+
+    Every method raises :class:`eventbus.TransportError` subclasses for broker trouble
+    that retries did not cure; passing trouble (a dropped connection) is retried inside.
+    """
+
+    async def connect(self) -> None:
+        """Reach the broker once, so that a bad URL or credentials fail at once."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    async def publish(self, frames: Sequence[OutFrame]) -> None:
+        """Append the frames, in order, durably; return when the broker has them all.
+
+        Frames of one run keep their order. A retried call may append a frame twice; the
+        layers above de-duplicate by sequence number.
+        """
+        ...
+
+    def follow(self, run_id: str, *, start: str | None = None) -> AsyncIterator[Entry]:
+        """Yield the run's entries in order, from the first (or from ``start``, inclusive).
+
+        Waits for a run that has not started yet and for entries not yet published; it
+        never ends by itself: the caller stops iterating at the run's terminal frame.
+        """
+        ...
+
+    def consume(self, group: str, consumer: str, options: GroupOptions) -> AsyncIterator[Delivery]:
+        """Yield the group's frames for this consumer, at-least-once, until cancelled."""
+        ...
+
+    async def dead_letters(self, group: str, *, count: int = 100) -> list[DeadLetter]:
+        """The oldest ``count`` dead letters of the group (a read; they stay)."""
+        ...
+
+    async def delete_group(self, group: str) -> None:
+        """Forget the group: its position, pending frames and dead letters. A group that
+        does not exist is not an error. Consumers still running in it may fail."""
+        ...

@@ -1,0 +1,329 @@
+"""``memory://name``: an in-process broker with the full transport contract.
+
+Every Publisher and Subscriber of one process that names the same ``memory://name``
+shares one broker (``memory://`` alone is the name ``""``). It is thread-safe, so a
+:class:`~eventbus.SyncPublisher` (which runs its own event loop in a thread) and an async
+Subscriber can meet on it. Nothing survives the process.
+
+Query options: ``retention`` (seconds a finished run stays readable, default 3600) and
+``maxlen`` (frames kept in the group stream, default 100000; older ones are trimmed, as
+Redis does with MAXLEN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .._exceptions import ConfigurationError, TransportError
+from ._base import DeadLetter, Entry, GroupOptions, OutFrame
+
+__all__ = ["MemoryTransport"]
+
+
+class _Signal:
+    """Wakes every waiter, whatever thread or event loop it waits in."""
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._lock = threading.Lock()
+
+    def waiter(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._waiters.append((loop, fut))
+        return fut
+
+    def notify_all(self) -> None:
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            # a closed loop raises RuntimeError: nobody waits there any more
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_wake, fut)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _wait(fut: asyncio.Future[None], timeout: float | None) -> None:
+    # asyncio.wait, not wait_for: before 3.12, wait_for can swallow a cancellation
+    try:
+        await asyncio.wait({fut}, timeout=timeout)
+    finally:
+        fut.cancel()
+
+
+@dataclass
+class _Run:
+    entries: list[bytes] = field(default_factory=list)
+    finished_at: float | None = None
+
+
+@dataclass
+class _Pending:
+    consumer: str
+    deadline: float
+    deliveries: int
+
+
+@dataclass
+class _Group:
+    cursor: int
+    pending: dict[int, _Pending] = field(default_factory=dict)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass
+class _Namespace:
+    runs: dict[str, _Run] = field(default_factory=dict)
+    # the group stream: frames at absolute indexes base .. base+len-1
+    frames: deque[bytes] = field(default_factory=deque)
+    base: int = 0
+    groups: dict[str, _Group] = field(default_factory=dict)
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.frames)
+
+
+class _Broker:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.signal = _Signal()
+        self.namespaces: dict[str, _Namespace] = {}
+
+
+_brokers: dict[str, _Broker] = {}
+_brokers_lock = threading.Lock()
+
+
+def _broker(name: str) -> _Broker:
+    with _brokers_lock:
+        broker = _brokers.get(name)
+        if broker is None:
+            broker = _brokers[name] = _Broker()
+        return broker
+
+
+@dataclass
+class _MemoryDelivery:
+    data: bytes
+    position: str
+    deliveries: int
+    _transport: MemoryTransport
+    _group: str
+    _index: int
+
+    async def ack(self) -> None:
+        self._transport._settle(self._group, self._index, None)
+
+    async def reject(self, reason: str) -> None:
+        self._transport._settle(self._group, self._index, reason)
+
+
+class MemoryTransport:
+    """The in-process transport (see the module docstring)."""
+
+    def __init__(self, url: str, namespace: str, **options: Any) -> None:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        query.update({k: str(v) for k, v in options.items()})
+        try:
+            self.retention = float(query.pop("retention", 3600))
+            self.maxlen = int(query.pop("maxlen", 100_000))
+        except ValueError as exc:
+            raise ConfigurationError(f"bad memory:// option: {exc}") from exc
+        if query:
+            raise ConfigurationError(f"unknown memory:// option(s): {', '.join(sorted(query))}")
+        self.url = url
+        self.namespace = namespace
+        self._broker = _broker(parts.netloc + parts.path)
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self._closed = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    def _ns(self) -> _Namespace:
+        ns = self._broker.namespaces.get(self.namespace)
+        if ns is None:
+            ns = self._broker.namespaces[self.namespace] = _Namespace()
+        return ns
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportError("the memory transport is closed")
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def publish(self, frames: Sequence[OutFrame]) -> None:
+        self._check_open()
+        now = time.monotonic()
+        with self._broker.lock:
+            ns = self._ns()
+            for frame in frames:
+                run = ns.runs.get(frame.run_id)
+                if run is None:
+                    run = ns.runs[frame.run_id] = _Run()
+                run.entries.append(frame.data)
+                if frame.final:
+                    run.finished_at = now
+                if frame.fanout:
+                    ns.frames.append(frame.data)
+            while len(ns.frames) > self.maxlen:
+                ns.frames.popleft()
+                ns.base += 1
+            expired = [
+                rid
+                for rid, run in ns.runs.items()
+                if run.finished_at is not None and now - run.finished_at > self.retention
+            ]
+            for rid in expired:
+                del ns.runs[rid]
+        self._broker.signal.notify_all()
+
+    # -- following a run ---------------------------------------------------------------
+
+    async def follow(self, run_id: str, *, start: str | None = None) -> AsyncIterator[Entry]:
+        self._check_open()
+        index = 0
+        if start is not None:
+            try:
+                index = int(start)
+            except ValueError:
+                raise ConfigurationError(f"not a memory:// position: {start!r}") from None
+        while True:
+            waiter = self._broker.signal.waiter()
+            with self._broker.lock:
+                run = self._ns().runs.get(run_id)
+                batch = run.entries[index:] if run is not None else []
+            if batch:
+                waiter.cancel()
+                for data in batch:
+                    yield Entry(str(index), data)
+                    index += 1
+                continue
+            self._check_open()
+            await _wait(waiter, None)
+
+    # -- consumer groups ---------------------------------------------------------------
+
+    async def consume(
+        self, group: str, consumer: str, options: GroupOptions
+    ) -> AsyncIterator[_MemoryDelivery]:
+        self._check_open()
+        with self._broker.lock:
+            ns = self._ns()
+            if group not in ns.groups:
+                ns.groups[group] = _Group(cursor=ns.base if options.start == "first" else ns.end)
+        while True:
+            self._check_open()
+            waiter = self._broker.signal.waiter()
+            delivery, timeout = self._next_delivery(group, consumer, options)
+            if delivery is not None:
+                waiter.cancel()
+                yield delivery
+                continue
+            await _wait(waiter, timeout)
+
+    def _next_delivery(
+        self, group: str, consumer: str, options: GroupOptions
+    ) -> tuple[_MemoryDelivery | None, float | None]:
+        now = time.monotonic()
+        dead_lettered = False
+        try:
+            with self._broker.lock:
+                ns = self._ns()
+                state = ns.groups[group]
+                next_deadline: float | None = None
+                # reclaim what a consumer held past the visibility timeout
+                for index, pending in list(state.pending.items()):
+                    if pending.deadline > now:
+                        next_deadline = min(next_deadline or pending.deadline, pending.deadline)
+                        continue
+                    data = self._frame_at(ns, index)
+                    if data is None:  # trimmed meanwhile
+                        del state.pending[index]
+                        continue
+                    if pending.deliveries >= options.max_deliveries:
+                        del state.pending[index]
+                        state.dead.append(
+                            DeadLetter(
+                                str(index),
+                                data,
+                                f"not acked after {pending.deliveries} deliveries",
+                                pending.deliveries,
+                            )
+                        )
+                        dead_lettered = True
+                        continue
+                    pending.consumer = consumer
+                    pending.deadline = now + options.visibility_timeout
+                    pending.deliveries += 1
+                    return (
+                        _MemoryDelivery(data, str(index), pending.deliveries, self, group, index),
+                        None,
+                    )
+                held = sum(1 for p in state.pending.values() if p.consumer == consumer)
+                if held >= options.prefetch:
+                    return None, _until(next_deadline, now)
+                if state.cursor < ns.base:  # trimmed past this group
+                    state.cursor = ns.base
+                if state.cursor < ns.end:
+                    index = state.cursor
+                    state.cursor += 1
+                    state.pending[index] = _Pending(consumer, now + options.visibility_timeout, 1)
+                    data = ns.frames[index - ns.base]
+                    return _MemoryDelivery(data, str(index), 1, self, group, index), None
+                return None, _until(next_deadline, now)
+        finally:
+            if dead_lettered:
+                self._broker.signal.notify_all()
+
+    @staticmethod
+    def _frame_at(ns: _Namespace, index: int) -> bytes | None:
+        if ns.base <= index < ns.end:
+            return ns.frames[index - ns.base]
+        return None
+
+    def _settle(self, group: str, index: int, reason: str | None) -> None:
+        with self._broker.lock:
+            ns = self._ns()
+            state = ns.groups.get(group)
+            if state is None:
+                return
+            pending = state.pending.pop(index, None)
+            if reason is not None and pending is not None:
+                data = self._frame_at(ns, index)
+                if data is not None:
+                    state.dead.append(DeadLetter(str(index), data, reason, pending.deliveries))
+        self._broker.signal.notify_all()
+
+    async def delete_group(self, group: str) -> None:
+        with self._broker.lock:
+            self._ns().groups.pop(group, None)
+        self._broker.signal.notify_all()
+
+    async def dead_letters(self, group: str, *, count: int = 100) -> list[DeadLetter]:
+        with self._broker.lock:
+            state = self._ns().groups.get(group)
+            return list(state.dead[:count]) if state is not None else []
+
+
+def _until(deadline: float | None, now: float) -> float | None:
+    return None if deadline is None else max(0.0, deadline - now) + 0.001

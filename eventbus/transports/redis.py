@@ -1,0 +1,979 @@
+"""``redis://``, ``rediss://``, ``unix://``: the Redis Streams transport.
+
+Key layout (``{...}`` are Redis Cluster hash tags, so that every key of one run shares a
+slot, and every key of one namespace's groups shares another)::
+
+    eventbus:{<ns>:<run_id>}:run      run stream: every frame of one run (XADD *, XREAD)
+    eventbus:{<ns>}:events            group stream: fan-out frames of every run (XREADGROUP)
+    eventbus:{<ns>}:dead:<group>      dead letters of one consumer group
+
+Every entry stores its frame in the field ``data``; a dead letter adds ``reason``,
+``deliveries`` and ``id`` (the entry id in the group stream). Positions are stream ids.
+
+Options (URL query string or keyword arguments of :func:`~eventbus.transports.open_transport`):
+
+==================  ========  ===============================================================
+option              default   meaning
+==================  ========  ===============================================================
+retention           3600      seconds a run stays readable after its final frame
+abandon_after       86400     seconds a run without a final frame stays after its last frame
+maxlen              100000    frames kept (approximately) in the group stream
+dead_maxlen         10000     dead letters kept (approximately) per group
+publish_timeout     30        seconds ``publish`` (and ack, reject) retry before giving up
+block               2         seconds one blocking read waits before the loop comes round
+reconnect_timeout   inf       seconds ``follow``/``consume`` keep reconnecting before giving up
+command_timeout     10        seconds one command may take (a blocking read: ``block`` more)
+==================  ========  ===============================================================
+
+plus these redis-py connection options: ``socket_connect_timeout``, ``socket_keepalive``,
+``health_check_interval``, ``client_name``, ``max_connections``, ``db`` and the ``ssl_*``
+options. Anything else is a :class:`~eventbus.ConfigurationError`.
+See ``docs/redis.md`` for the retry policy and the consumer-group mechanics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from .._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    PublishError,
+    TransportError,
+)
+from . import check_name, redact_url
+from ._base import DeadLetter, Entry, GroupOptions, OutFrame
+
+__all__ = ["RedisTransport"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# name -> (parser, default)
+_OPTIONS: dict[str, tuple[Callable[[Any], float], float]] = {
+    "retention": (float, 3600.0),
+    "abandon_after": (float, 86400.0),
+    "maxlen": (int, 100_000),
+    "dead_maxlen": (int, 10_000),
+    "publish_timeout": (float, 30.0),
+    "block": (float, 2.0),
+    "reconnect_timeout": (float, math.inf),
+    "command_timeout": (float, 10.0),
+}
+
+# redis-py connection options we pass through. Deliberately absent: `protocol` (see
+# _make_client), retry settings (the retry policy is ours), and `socket_timeout`: with it,
+# redis-py wraps every send in asyncio.wait_for, which before Python 3.12 can swallow a
+# task's cancellation (a cancelled consumer would keep running); command_timeout bounds
+# every command instead.
+_REDIS_OPTIONS = frozenset(
+    {
+        "db",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "health_check_interval",
+        "client_name",
+        "max_connections",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_data",
+        "ssl_ca_path",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+    }
+)
+
+# Replies that mean "the server is there but cannot serve right now" (loading a dataset
+# after a restart, a failover in progress): retried like a dropped connection.
+# UNBLOCKED: the key a blocked read waited on was deleted; the next read simply waits again.
+_TRANSIENT_REPLIES = (
+    "LOADING",
+    "BUSY ",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "READONLY",
+    "CLUSTERDOWN",
+    "UNBLOCKED",
+)
+_AUTH_REPLIES = ("NOAUTH", "WRONGPASS", "NOPERM")
+
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_MAX_SEQ = 2**64 - 1
+# run ids land inside a hash tag: braces would move the tag, whitespace breaks tooling
+_BAD_RUN_ID = re.compile(r"[{}\s\x00-\x1f\x7f]")
+
+_FOLLOW_COUNT = 100  # entries per XREAD: bounds one reply (frames are up to a few MB)
+_CONSUMER_GC_IDLE_MS = 3_600_000  # forget consumers idle (and holding nothing) for an hour
+
+# a peer that vanished without a FIN (cable, VM freeze) is noticed within ~25 s even
+# while a connection only waits for a reply
+_KEEPALIVE = {
+    opt: value
+    for opt, value in (
+        (getattr(socket, "TCP_KEEPIDLE", None), 10),
+        (getattr(socket, "TCP_KEEPINTVL", None), 5),
+        (getattr(socket, "TCP_KEEPCNT", None), 3),
+    )
+    if opt is not None
+}
+
+_Kind = Literal["auth", "transient", "final"]
+
+
+def _raise_unless_transient(
+    exc: Exception, what: str, safe_url: str, error: type[TransportError]
+) -> None:
+    """Raise the typed error for a failure not worth retrying; return for a transient one."""
+    kind = _classify(exc)
+    if kind == "auth":
+        raise AuthenticationError(
+            f"{what}: Redis at {safe_url} refused the credentials: {exc}"
+        ) from exc
+    if kind == "final":
+        raise error(f"{what}: Redis at {safe_url}: {exc}") from exc
+
+
+def _classify(exc: BaseException) -> _Kind:
+    """Whether a failed command is worth retrying."""
+    if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError)):
+        return "auth"
+    if isinstance(exc, rexc.ResponseError):
+        text = str(exc)
+        if text.startswith(_AUTH_REPLIES) or isinstance(exc, rexc.NoPermissionError):
+            return "auth"
+        if text.startswith(_TRANSIENT_REPLIES) or isinstance(exc, rexc.ReadOnlyError):
+            return "transient"
+        return "final"
+    if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)):
+        return "transient"
+    return "final"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _is_nogroup(exc: BaseException) -> bool:
+    # Redis 7 answers a blocked XREADGROUP whose stream was deleted (FLUSHDB) with
+    # UNBLOCKED; later calls get NOGROUP. Both mean: the group is gone.
+    return isinstance(exc, rexc.ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED"))
+
+
+class _Backoff:
+    """Exponential backoff with jitter, so that many clients do not reconnect in lockstep."""
+
+    def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
+        self._first = first
+        self._cap = cap
+        self._next = first
+
+    def delay(self) -> float:
+        value = self._next
+        self._next = min(self._cap, self._next * 2)
+        return random.uniform(value / 2, value)
+
+    def reset(self) -> None:
+        self._next = self._first
+
+
+def _pack(commands: list[tuple[bytes, ...]]) -> bytes:
+    """Commands in RESP, as one buffer (what redis-py's pipeline sends, at less cost)."""
+    out: list[bytes] = []
+    for args in commands:
+        out.append(b"*%d\r\n" % len(args))
+        for arg in args:
+            out += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+    return b"".join(out)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+_Fields = dict[bytes, bytes]
+_Entries = list[tuple[str, _Fields]]
+
+
+def _entries(reply: Any) -> _Entries:
+    """The entries of an XREAD/XREADGROUP reply (RESP2: ``[[stream, [(id, fields)]]]``)."""
+    return [(_text(i), f or {}) for _stream, page in reply or () for i, f in page]
+
+
+def _stream_list(rows: Any) -> _Entries:
+    """The entries of an XRANGE/XAUTOCLAIM list (``[(id, fields)]``)."""
+    return [(_text(i), f or {}) for i, f in rows or () if i is not None]
+
+
+def _before(position: str) -> str:
+    """The largest stream id smaller than ``position`` (XREAD is exclusive, follow is not)."""
+    ms_text, seq_text = position.split("-")
+    ms, seq = int(ms_text), int(seq_text)
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    if ms > 0:
+        return f"{ms - 1}-{_MAX_SEQ}"
+    return "0-0"
+
+
+@dataclass
+class _ConsumerState:
+    """What one ``consume`` iterator holds: yielded, not yet settled deliveries."""
+
+    outstanding: dict[str, float] = field(default_factory=dict)  # position -> delivered at
+    waiter: asyncio.Future[None] | None = None  # resolved by the next ack or reject
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+@dataclass
+class _RedisDelivery:
+    """One frame of the group stream handed to one consumer (see ``Delivery``)."""
+
+    data: bytes
+    position: str
+    deliveries: int
+    _transport: RedisTransport = field(repr=False)
+    _group: str = field(repr=False)
+    _state: _ConsumerState = field(repr=False)
+
+    async def ack(self) -> None:
+        """XACK it. Raises ConnectError if Redis stayed unreachable for ``publish_timeout``."""
+        await self._transport._settle(self, None)
+
+    async def reject(self, reason: str) -> None:
+        """Dead-letter it and XACK it, atomically. Raises like :meth:`ack`."""
+        await self._transport._settle(self, reason)
+
+
+class RedisTransport:
+    """The Redis Streams transport (see the module docstring and ``docs/redis.md``).
+
+    Raises:
+        ConfigurationError: (at construction) a malformed URL or an unknown/bad option.
+    """
+
+    def __init__(self, url: str, namespace: str, **options: Any) -> None:
+        self.namespace = check_name("namespace", namespace)
+        self.safe_url = redact_url(url)
+        try:
+            parts = urlsplit(url)
+            query = parse_qsl(parts.query, keep_blank_values=True)
+        except ValueError as exc:
+            raise ConfigurationError(f"malformed Redis URL {self.safe_url!r}: {exc}") from None
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigurationError(f"not a Redis URL: {self.safe_url!r}")
+        mine: dict[str, Any] = {}
+        passed: list[tuple[str, str]] = []
+        unknown: list[str] = []
+        for name, value in query:
+            if name in _OPTIONS:
+                mine[name] = value
+            elif name in _REDIS_OPTIONS:
+                passed.append((name, value))
+            else:
+                unknown.append(name)
+        self._redis_kwargs: dict[str, Any] = {}
+        for name, value in options.items():
+            if name in _OPTIONS:
+                mine[name] = value
+            elif name in _REDIS_OPTIONS:
+                self._redis_kwargs[name] = value
+            else:
+                unknown.append(name)
+        # keyword arguments win over the query string (redis-py's from_url does the reverse)
+        passed = [(name, value) for name, value in passed if name not in self._redis_kwargs]
+        if unknown:
+            raise ConfigurationError(
+                f"unknown Redis transport option(s) {', '.join(sorted(set(unknown)))} "
+                f"in {self.safe_url!r}; known: {', '.join(sorted([*_OPTIONS, *_REDIS_OPTIONS]))}"
+            )
+        values: dict[str, float] = {}
+        for name, (parse, default) in _OPTIONS.items():
+            raw = mine.get(name, default)
+            try:
+                values[name] = parse(raw)
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"bad Redis option {name}={raw!r}") from None
+            if not values[name] > 0 or math.isnan(values[name]):
+                raise ConfigurationError(f"Redis option {name} must be > 0, got {raw!r}")
+        self.retention = values["retention"]
+        self.abandon_after = values["abandon_after"]
+        self.maxlen = int(values["maxlen"])
+        self.dead_maxlen = int(values["dead_maxlen"])
+        self.publish_timeout = values["publish_timeout"]
+        self.block = values["block"]
+        self.reconnect_timeout = values["reconnect_timeout"]
+        self.command_timeout = values["command_timeout"]
+        if self.block < 0.01:
+            raise ConfigurationError("Redis option block must be >= 0.01 s")
+        self._client_url = urlunsplit(
+            (parts.scheme, parts.netloc, parts.path, urlencode(passed), parts.fragment)
+        )
+        try:
+            # parse now so that a bad URL fails at open_transport, not at connect
+            aioredis.connection.parse_url(self._client_url)
+        except ValueError as exc:
+            raise ConfigurationError(f"malformed Redis URL {self.safe_url!r}: {exc}") from None
+        self._events_key = f"eventbus:{{{namespace}}}:events"
+        self._ttl_refreshed: dict[str, float] = {}  # run key -> when its abandon TTL was set
+        self._client: aioredis.Redis | None = None  # made by connect(), or on first use
+        # publish's own connection, of the client it was made from: its commands are
+        # packed here, once per batch (a redis-py pipeline costs 4x the CPU per batch)
+        self._pub_conn: AbstractConnection | None = None
+        self._pub_client: aioredis.Redis | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RedisTransport({self.safe_url!r}, namespace={self.namespace!r})"
+
+    # -- keys --------------------------------------------------------------------------
+
+    def _run_key(self, run_id: str) -> str:
+        if not isinstance(run_id, str) or not run_id or len(run_id) > 256:
+            raise ConfigurationError(f"invalid run id {run_id!r}")
+        if _BAD_RUN_ID.search(run_id):
+            raise ConfigurationError(f"invalid run id {run_id!r}: no braces, spaces or controls")
+        return f"eventbus:{{{self.namespace}:{run_id}}}:run"
+
+    def _dead_key(self, group: str) -> str:
+        return f"eventbus:{{{self.namespace}}}:dead:{group}"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _make_client(self) -> aioredis.Redis:
+        kwargs: dict[str, Any] = {
+            "socket_connect_timeout": 5.0,
+            # explicitly None: redis-py 8 defaults to 5 s (see _REDIS_OPTIONS for why not)
+            "socket_timeout": None,
+            "socket_keepalive": True,
+            "socket_keepalive_options": _KEEPALIVE,
+            "health_check_interval": 15,
+            **self._redis_kwargs,
+        }
+        try:
+            return aioredis.Redis.from_url(
+                self._client_url,
+                # RESP2 pins the reply shapes parsed here, and its AUTH <password> is
+                # refused by a server without a password, instead of being accepted
+                # silently as HELLO 3 AUTH default <anything> is: a wrong URL fails early.
+                protocol=2,
+                # the retry policy is ours (bounded, logged); redis-py's would hide outages
+                retry=Retry(NoBackoff(), 0),
+                **kwargs,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"bad Redis option for {self.safe_url!r}: {exc}") from None
+
+    async def connect(self) -> None:
+        """Connect and PING once.
+
+        Raises:
+            AuthenticationError: the credentials were refused.
+            ConnectError: Redis is unreachable.
+            ConfigurationError: the server refused the URL's database, or an option.
+            TransportError: any other refusal.
+        """
+        self._closed = False
+        client = self._live_client()
+        try:
+            with anyio.fail_after(self.publish_timeout):
+                await client.ping()
+        except Exception as exc:
+            self._client = None
+            await client.aclose()
+            kind = _classify(exc)
+            if kind == "auth":
+                _raise_unless_transient(exc, "connect", self.safe_url, TransportError)
+            if kind == "transient":
+                raise ConnectError(f"cannot reach Redis at {self.safe_url}: {exc}") from exc
+            if "DB index" in str(exc):
+                raise ConfigurationError(f"bad database in {self.safe_url!r}: {exc}") from exc
+            raise TransportError(f"Redis at {self.safe_url} refused to serve: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Close every connection; iterators still running raise TransportError."""
+        self._closed = True
+        client, self._client = self._client, None
+        await self._drop_publish_connection()
+        if client is not None:
+            await client.aclose()
+
+    def _live_client(self) -> aioredis.Redis:
+        if self._closed:
+            raise TransportError(f"the Redis transport for {self.safe_url} is closed")
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    # -- retries -----------------------------------------------------------------------
+
+    async def _retrying(
+        self,
+        op: Callable[[aioredis.Redis], Awaitable[_T]],
+        *,
+        what: str,
+        error: type[TransportError],
+    ) -> _T:
+        """Run ``op`` until it succeeds, retrying passing trouble until ``publish_timeout``.
+
+        Raises:
+            AuthenticationError: credentials refused (never retried).
+            error: retries exhausted, a final refusal, or the transport closed.
+        """
+        deadline = time.monotonic() + self.publish_timeout
+        backoff = _Backoff()
+        failures = 0
+        while True:
+            if self._closed:
+                raise error(f"cannot {what}: the Redis transport for {self.safe_url} is closed")
+            client = self._live_client()
+            try:
+                remaining = max(0.001, deadline - time.monotonic())
+                # not asyncio.wait_for: before 3.12 it can swallow a cancellation
+                with anyio.fail_after(remaining):
+                    result = await op(client)
+            except Exception as exc:
+                _raise_unless_transient(exc, f"cannot {what}", self.safe_url, error)
+                delay = backoff.delay()
+                if time.monotonic() + delay >= deadline:
+                    raise error(
+                        f"cannot {what}: Redis at {self.safe_url} kept failing for "
+                        f"{self.publish_timeout:g}s: {_describe(exc)}"
+                    ) from exc
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "Redis %s: cannot %s (%s); retrying", self.safe_url, what, _describe(exc)
+                    )
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                log.info("Redis %s: %s succeeded after %d retries", self.safe_url, what, failures)
+            return result
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def publish(self, frames: Sequence[OutFrame]) -> None:
+        """Append the frames in one pipelined round trip (see ``Transport.publish``).
+
+        A dropped connection is retried with backoff until ``publish_timeout``; a retry
+        may append again frames the failed attempt had already appended.
+
+        Raises:
+            PublishError: closed, a final refusal, or Redis kept failing for ``publish_timeout``.
+            AuthenticationError: the credentials were refused.
+            ConfigurationError: a run id that cannot be a key.
+        """
+        if not frames:
+            if self._closed:
+                raise PublishError(f"the Redis transport for {self.safe_url} is closed")
+            return
+        commands: list[tuple[str, OutFrame]] = [(self._run_key(f.run_id), f) for f in frames]
+        # the abandon TTL is refreshed a few times per abandon_after, not on every batch
+        # (a PEXPIRE per batch is a third of the commands of a one-run publisher)
+        now = time.monotonic()
+        refresh_after = self.abandon_after / 8
+        refreshed = self._ttl_refreshed
+        ttls: dict[str, int] = {}
+        for key, frame in commands:
+            if frame.final:
+                ttls[key] = math.ceil(self.retention * 1000)
+            elif key not in ttls and now - refreshed.get(key, -math.inf) >= refresh_after:
+                ttls[key] = math.ceil(self.abandon_after * 1000)
+        finals = {key for key, frame in commands if frame.final}
+        events_key = self._events_key.encode()
+        maxlen = b"%d" % self.maxlen
+        packed: list[tuple[bytes, ...]] = []
+        for key, frame in commands:
+            packed.append((b"XADD", key.encode(), b"*", b"data", frame.data))
+            if frame.fanout:
+                packed.append(
+                    (b"XADD", events_key, b"MAXLEN", b"~", maxlen, b"*", b"data", frame.data)
+                )
+        # TTLs after the XADDs: PEXPIRE on a key that does not exist yet is a no-op
+        packed += [(b"PEXPIRE", key.encode(), b"%d" % ttl_ms) for key, ttl_ms in ttls.items()]
+        payload, count = _pack(packed), len(packed)
+
+        async def attempt(client: aioredis.Redis) -> None:
+            conn = self._pub_conn
+            if conn is None or self._pub_client is not client:
+                await self._drop_publish_connection()
+                made = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+                conn = cast(AbstractConnection, made)
+                self._pub_conn, self._pub_client = conn, client
+            try:
+                if not conn.is_connected:
+                    # the handshake: AUTH, SELECT, CLIENT SETNAME
+                    await conn.connect()  # type: ignore[no-untyped-call]
+                await conn.send_packed_command(payload, check_health=False)
+                for _ in range(count):
+                    await conn.read_response()  # an error reply raises ResponseError
+            except BaseException:
+                # replies of this batch may be unread: the connection is out of step
+                await self._drop_publish_connection()
+                raise
+
+        await self._retrying(attempt, what=f"publish {len(frames)} frame(s)", error=PublishError)
+        if len(refreshed) > 10_000:  # runs that never ended: forget them, at worst an extra PEXPIRE
+            refreshed.clear()
+        for key in ttls:
+            if key in finals:
+                refreshed.pop(key, None)
+            else:
+                refreshed[key] = now
+
+    async def _drop_publish_connection(self) -> None:
+        conn, self._pub_conn, self._pub_client = self._pub_conn, None, None
+        if conn is not None:
+            with anyio.CancelScope(shield=True):
+                await conn.disconnect(nowait=True)
+
+    # -- following a run ---------------------------------------------------------------
+
+    async def follow(self, run_id: str, *, start: str | None = None) -> AsyncIterator[Entry]:
+        """Yield the run's entries from the first (or ``start``, inclusive); never ends.
+
+        Reconnects with backoff and resumes after the last yielded entry.
+
+        Raises:
+            ConfigurationError: ``start`` is not a stream id, or a bad run id.
+            AuthenticationError: the credentials were refused on reconnect.
+            ConnectError: Redis stayed unreachable for ``reconnect_timeout``.
+            TransportError: the transport was closed, or Redis refused the read.
+        """
+        key = self._run_key(run_id)
+        last = "0-0"
+        if start is not None:
+            if not isinstance(start, str) or not _STREAM_ID.match(start):
+                raise ConfigurationError(f"not a Redis stream position: {start!r}")
+            last = _before(start)
+        block_ms = max(1, int(self.block * 1000))
+        reconnect = _Reconnect(self, f"follow run {run_id}")
+        while True:
+            client = self._live_client()
+            try:
+                with anyio.fail_after(self.block + self.command_timeout):
+                    reply: Any = await client.xread(
+                        {key: last}, count=_FOLLOW_COUNT, block=block_ms
+                    )
+            except Exception as exc:
+                await reconnect.failed(exc)
+                continue
+            reconnect.ok()
+            for entry_id, fields in _entries(reply):
+                last = entry_id
+                yield Entry(entry_id, fields.get(b"data", b""))
+
+    # -- consumer groups ---------------------------------------------------------------
+
+    async def consume(
+        self, group: str, consumer: str, options: GroupOptions
+    ) -> AsyncIterator[_RedisDelivery]:
+        """Yield the group's frames for this consumer, at-least-once, until cancelled.
+
+        One loop does everything: XREADGROUP (own pending entries first, then new ones),
+        and every ``visibility_timeout / 4`` (0.05-5 s) XAUTOCLAIM of entries idle longer
+        than ``visibility_timeout``; an entry that would be delivered more than
+        ``max_deliveries`` times is dead-lettered instead. A vanished group (NOGROUP, after
+        FLUSHDB or a restart without persistence) is recreated.
+
+        Raises:
+            ConfigurationError: a bad group or consumer name, or bad options.
+            AuthenticationError: the credentials were refused on reconnect.
+            ConnectError: Redis stayed unreachable for ``reconnect_timeout``.
+            TransportError: the transport was closed, or Redis refused a command.
+        """
+        check_name("group", group)
+        check_name("consumer", consumer)
+        if options.prefetch < 1 or options.max_deliveries < 1:
+            raise ConfigurationError("prefetch and max_deliveries must be >= 1")
+        if not options.visibility_timeout > 0:
+            raise ConfigurationError("visibility_timeout must be > 0")
+        loop = _ConsumerLoop(self, group, consumer, options)
+        reconnect = _Reconnect(self, f"consume group {group} as {consumer}")
+        nogroup_backoff = _Backoff(first=0.01, cap=1.0)
+        nogroup_at = 0.0
+        while True:
+            client = self._live_client()
+            try:
+                with anyio.fail_after(self.block + self.command_timeout):
+                    batch = await loop.step(client)
+            except Exception as exc:
+                if _is_nogroup(exc):
+                    # recreated at once; backoff only if it keeps vanishing (no hot loop)
+                    now = time.monotonic()
+                    if now - nogroup_at < 1.0:
+                        await asyncio.sleep(nogroup_backoff.delay())
+                    else:
+                        nogroup_backoff.reset()
+                        log.warning(
+                            "Redis %s: consumer group %s vanished (%s); recreating it",
+                            self.safe_url,
+                            group,
+                            exc,
+                        )
+                    nogroup_at = now
+                    loop.lost_group()
+                    continue
+                await reconnect.failed(exc)
+                loop.reconnected()
+                continue
+            reconnect.ok()
+            for delivery in batch:
+                loop.state.outstanding[delivery.position] = time.monotonic()
+                yield delivery
+
+    async def _settle(self, delivery: _RedisDelivery, reason: str | None) -> None:
+        key = self._events_key
+        group = delivery._group
+        dead_key, dead_maxlen = self._dead_key(group), self.dead_maxlen
+
+        async def attempt(client: aioredis.Redis) -> None:
+            if reason is None:
+                await client.xack(key, group, delivery.position)
+                return
+            # both keys share the {namespace} hash tag, so MULTI stays valid on a cluster
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    dead_key,
+                    {
+                        "data": delivery.data,
+                        "reason": reason,
+                        "deliveries": str(delivery.deliveries),
+                        "id": delivery.position,
+                    },
+                    maxlen=dead_maxlen,
+                    approximate=True,
+                )
+                pipe.xack(key, group, delivery.position)
+                await pipe.execute()
+
+        what = "ack" if reason is None else "reject"
+        await self._retrying(attempt, what=f"{what} {delivery.position}", error=ConnectError)
+        delivery._state.outstanding.pop(delivery.position, None)
+        delivery._state.wake()
+
+    async def delete_group(self, group: str) -> None:
+        """XGROUP DESTROY on the group stream, and DEL of the group's dead letters.
+
+        Raises:
+            ConfigurationError: a bad group name.
+            AuthenticationError: the credentials were refused.
+            ConnectError: Redis stayed unreachable for ``publish_timeout``.
+        """
+        check_name("group", group)
+        events_key, dead_key = self._events_key, self._dead_key(group)
+
+        async def attempt(client: aioredis.Redis) -> None:
+            pipe = client.pipeline(transaction=True)  # both keys share the {ns} slot
+            pipe.xgroup_destroy(events_key, group)
+            pipe.delete(dead_key)
+            try:
+                await pipe.execute()
+            except rexc.ResponseError as exc:
+                if "no such key" not in str(exc).lower():  # nothing published yet: no group
+                    raise
+
+        await self._retrying(attempt, what="delete a group", error=ConnectError)
+
+    async def dead_letters(self, group: str, *, count: int = 100) -> list[DeadLetter]:
+        """The oldest ``count`` dead letters of the group (XRANGE; they stay).
+
+        Raises:
+            ConfigurationError: a bad group name.
+            AuthenticationError: the credentials were refused.
+            ConnectError: Redis stayed unreachable for ``publish_timeout``.
+        """
+        check_name("group", group)
+        dead_key = self._dead_key(group)
+
+        async def attempt(client: aioredis.Redis) -> _Entries:
+            rows: Any = await client.xrange(dead_key, "-", "+", count=count)
+            return _stream_list(rows)
+
+        rows = await self._retrying(attempt, what="read dead letters", error=ConnectError)
+        out = []
+        for entry_id, fields in rows:
+            try:
+                deliveries = int(fields.get(b"deliveries", b"0"))
+            except ValueError:
+                deliveries = 0
+            out.append(
+                DeadLetter(
+                    _text(fields.get(b"id", entry_id)),
+                    fields.get(b"data", b""),
+                    _text(fields.get(b"reason", b"")),
+                    deliveries,
+                )
+            )
+        return out
+
+
+class _Reconnect:
+    """The reconnect policy of the long-running loops: backoff, bounded by ``reconnect_timeout``."""
+
+    def __init__(self, transport: RedisTransport, what: str) -> None:
+        self._t = transport
+        self._what = what
+        self._backoff = _Backoff(first=0.05, cap=5.0)
+        self._since: float | None = None
+
+    async def failed(self, exc: Exception) -> None:
+        """Sleep before the next attempt, or raise if this is not worth retrying."""
+        t = self._t
+        if t._closed:
+            raise TransportError(f"the Redis transport for {t.safe_url} is closed") from exc
+        _raise_unless_transient(exc, self._what, t.safe_url, TransportError)
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+            log.warning("Redis %s: %s: %s; reconnecting", t.safe_url, self._what, _describe(exc))
+        elif now - self._since > t.reconnect_timeout:
+            raise ConnectError(
+                f"{self._what}: Redis at {t.safe_url} unreachable for "
+                f"{t.reconnect_timeout:g}s: {_describe(exc)}"
+            ) from exc
+        await asyncio.sleep(self._backoff.delay())
+
+    def ok(self) -> None:
+        if self._since is not None:
+            log.info(
+                "Redis %s: %s: reconnected after %.1fs",
+                self._t.safe_url,
+                self._what,
+                time.monotonic() - self._since,
+            )
+            self._since = None
+            self._backoff.reset()
+
+
+class _ConsumerLoop:
+    """The state machine of one ``consume`` iterator; ``step`` does one round trip or two."""
+
+    def __init__(
+        self, transport: RedisTransport, group: str, consumer: str, options: GroupOptions
+    ) -> None:
+        self.t = transport
+        self.group = group
+        self.consumer = consumer
+        self.options = options
+        self.key = transport._events_key
+        self.state = _ConsumerState()
+        self.vt_ms = max(1, int(options.visibility_timeout * 1000))
+        # often enough that an expired entry waits at most a quarter of its timeout more
+        self.reclaim_every = min(5.0, max(0.05, options.visibility_timeout / 4))
+        self.block = transport.block
+        self.need_group = True
+        self.history: str | None = "0"  # next id of our own pending entries to read again
+        self.cursor = "0-0"  # XAUTOCLAIM scan position
+        self.next_reclaim = 0.0
+        self.recreating = False  # True once the group was created (or found) by this loop
+
+    def lost_group(self) -> None:
+        self.need_group = True
+        self.history = "0"
+        self.cursor = "0-0"
+
+    def reconnected(self) -> None:
+        # a reply lost with the connection may have delivered entries to us: read them again
+        self.history = "0"
+
+    async def step(self, client: aioredis.Redis) -> list[_RedisDelivery]:
+        if self.need_group:
+            await self._ensure_group(client)
+            self.need_group = False
+        if self.history is not None:
+            return await self._read_history(client)
+        now = time.monotonic()
+        if now >= self.next_reclaim:
+            self.next_reclaim = now + self.reclaim_every
+            batch = await self._reclaim(client)
+            if batch:
+                return batch
+        room = self.options.prefetch - len(self.state.outstanding)
+        wait = max(0.001, min(self.block, self.next_reclaim - time.monotonic()))
+        if room <= 0:
+            # full: wait for an ack or the next reclaim round, whichever comes first
+            # asyncio.wait, not wait_for: before 3.12 wait_for can swallow a cancellation
+            waiter = self.state.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait({waiter}, timeout=wait)
+            finally:
+                self.state.waiter = None
+            return []
+        reply: Any = await client.xreadgroup(
+            self.group,
+            self.consumer,
+            {self.key: ">"},
+            count=room,
+            block=max(1, int(wait * 1000)),
+        )
+        return [self._delivery(entry_id, fields, 1) for entry_id, fields in _entries(reply)]
+
+    def _delivery(self, position: str, fields: dict[bytes, bytes], n: int) -> _RedisDelivery:
+        return _RedisDelivery(fields.get(b"data", b""), position, n, self.t, self.group, self.state)
+
+    async def _ensure_group(self, client: aioredis.Redis) -> None:
+        # A group that vanished under us (FLUSHDB, restart without persistence) is
+        # recreated at 0, not at options.start: whatever the stream holds now was
+        # published after the loss, and at-least-once prefers a duplicate to a loss.
+        start = "0" if self.recreating or self.options.start == "first" else "$"
+        try:
+            await client.xgroup_create(self.key, self.group, id=start, mkstream=True)
+        except rexc.ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+        if not self.recreating:
+            await self._forget_idle_consumers(client)
+        self.recreating = True
+
+    async def _forget_idle_consumers(self, client: aioredis.Redis) -> None:
+        """Delete consumers that hold nothing and were idle for an hour.
+
+        Consumer names pile up in a group otherwise (every restarted worker with a fresh
+        name leaves one). Deleting one that is in fact alive is harmless: XREADGROUP
+        recreates it, and only consumers without pending entries are deleted.
+        """
+        try:
+            consumers: Any = await client.xinfo_consumers(self.key, self.group)
+            for info in consumers:
+                name = _text(info.get("name", b""))
+                if (
+                    name != self.consumer
+                    and int(info.get("pending", 1)) == 0
+                    and int(info.get("idle", 0)) > _CONSUMER_GC_IDLE_MS
+                ):
+                    await client.xgroup_delconsumer(self.key, self.group, name)
+        except rexc.RedisError as exc:
+            log.debug("Redis %s: consumer clean-up skipped: %s", self.t.safe_url, _describe(exc))
+
+    async def _counts(self, client: aioredis.Redis, ids: list[str]) -> dict[str, int]:
+        """Delivery counts (XPENDING) of those of ``ids`` this consumer holds."""
+        async with client.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xpending_range(self.key, self.group, entry_id, entry_id, 1, self.consumer)
+            replies: Any = await pipe.execute()
+        counts: dict[str, int] = {}
+        for rows in replies:
+            for row in rows:
+                counts[_text(row["message_id"])] = int(row["times_delivered"])
+        return counts
+
+    async def _redeliver(self, client: aioredis.Redis, live: _Entries) -> list[_RedisDelivery]:
+        """Turn entries delivered again into deliveries, dead-lettering those past the limit."""
+        counts = await self._counts(client, [i for i, _ in live])
+        out: list[_RedisDelivery] = []
+        gone: list[str] = []
+        dead: list[tuple[str, dict[bytes, bytes], int]] = []
+        for entry_id, fields in live:
+            n = counts.get(entry_id)
+            if n is None:  # acked or claimed by someone else meanwhile
+                continue
+            if b"data" not in fields:  # trimmed by MAXLEN: nothing left to deliver
+                gone.append(entry_id)
+            elif n > self.options.max_deliveries:
+                dead.append((entry_id, fields, n - 1))
+            else:
+                out.append(self._delivery(entry_id, fields, n))
+        if gone or dead:
+            dead_key = self.t._dead_key(self.group)
+            async with client.pipeline(transaction=True) as pipe:
+                for entry_id, fields, n in dead:
+                    pipe.xadd(
+                        dead_key,
+                        {
+                            "data": fields[b"data"],
+                            "reason": f"not acked after {n} deliveries",
+                            "deliveries": str(n),
+                            "id": entry_id,
+                        },
+                        maxlen=self.t.dead_maxlen,
+                        approximate=True,
+                    )
+                pipe.xack(self.key, self.group, *gone, *(d[0] for d in dead))
+                await pipe.execute()
+            for entry_id in gone:
+                self.state.outstanding.pop(entry_id, None)
+            for entry_id, _f, _n in dead:
+                self.state.outstanding.pop(entry_id, None)
+                log.warning(
+                    "Redis %s: group %s dead-lettered %s after %d deliveries",
+                    self.t.safe_url,
+                    self.group,
+                    entry_id,
+                    _n,
+                )
+        return out
+
+    async def _read_history(self, client: aioredis.Redis) -> list[_RedisDelivery]:
+        """One page of our own pending entries (XREADGROUP id > history), skipping held ones."""
+        assert self.history is not None
+        reply: Any = await client.xreadgroup(
+            self.group, self.consumer, {self.key: self.history}, count=self.options.prefetch
+        )
+        entries = _entries(reply)
+        if not entries:
+            self.history = None
+            return []
+        self.history = entries[-1][0]
+        fresh = [e for e in entries if e[0] not in self.state.outstanding]
+        return await self._redeliver(client, fresh) if fresh else []
+
+    async def _reclaim(self, client: aioredis.Redis) -> list[_RedisDelivery]:
+        """XAUTOCLAIM entries idle past the visibility timeout (ours included)."""
+        state, options = self.state, self.options
+        if state.outstanding:
+            # forget deliveries others reclaimed or acked: they no longer count against us
+            pel: Any = await client.xpending_range(
+                self.key,
+                self.group,
+                "-",
+                "+",
+                len(state.outstanding) + options.prefetch,
+                self.consumer,
+            )
+            held = {_text(row["message_id"]) for row in pel}
+            for entry_id in list(state.outstanding):
+                if entry_id not in held:
+                    del state.outstanding[entry_id]
+        overdue_at = time.monotonic() - options.visibility_timeout
+        overdue = sum(1 for at in state.outstanding.values() if at <= overdue_at)
+        # reclaiming our own overdue deliveries does not add to what we hold
+        count = min(options.prefetch, options.prefetch - len(state.outstanding) + overdue)
+        if count <= 0:
+            return []
+        reply: Any = await client.xautoclaim(
+            self.key, self.group, self.consumer, self.vt_ms, start_id=self.cursor, count=count
+        )
+        self.cursor = _text(reply[0])
+        claimed = _stream_list(reply[1])
+        if not claimed:
+            return []
+        if len(claimed) == count and self.cursor != "0-0":
+            self.next_reclaim = 0.0  # more may be waiting: come back at once
+        return await self._redeliver(client, claimed)

@@ -1,0 +1,56 @@
+"""Entry points for the multi-process tests: each runs as its own OS process and prints
+one JSON line per thing it saw (flushed), so the test can watch it live.
+
+    python tests/procs.py worker    URL NS RUN_ID       # publishes a run; prints its local events
+    python tests/procs.py follower  URL NS RUN_ID       # prints the run's remote events, then "end"
+    python tests/procs.py consumer  URL NS GROUP NAME   # prints every group message (acked)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import msgspec
+from runnables import CASES
+
+import eventbus
+from eventbus._codec import to_wire
+
+_json = msgspec.json.Encoder()
+
+
+def emit(kind: str, **fields: Any) -> None:
+    sys.stdout.write(_json.encode({"kind": kind, **fields}).decode() + "\n")
+    sys.stdout.flush()
+
+
+async def worker(url: str, ns: str, run_id: str) -> None:
+    runnable, value, kwargs = CASES["custom_events"]()
+    # one record per frame, so that competing consumers have frames to share
+    async with eventbus.Publisher(url, ns, max_frame_bytes=1) as pub:
+        async for ev in pub.astream_events(runnable, value, config={"run_id": run_id}, **kwargs):
+            emit("event", event=to_wire(ev))
+    emit("done", events=pub.stats.events)
+
+
+async def follower(url: str, ns: str, run_id: str) -> None:
+    async with eventbus.Subscriber(url, ns) as sub:
+        emit("ready")
+        async for ev in sub.astream_events(run_id):
+            emit("event", event=to_wire(ev))
+    emit("end")
+
+
+async def consumer(url: str, ns: str, group: str, name: str) -> None:
+    async with eventbus.Subscriber(url, ns) as sub:
+        emit("ready")
+        async for msg in sub.consume(group, name, start="first", prefetch=5):
+            emit(msg.kind, run=msg.run_id, seq=msg.seq, event=to_wire(msg.event))
+            await msg.ack()
+
+
+if __name__ == "__main__":
+    role, *args = sys.argv[1:]
+    asyncio.run({"worker": worker, "follower": follower, "consumer": consumer}[role](*args))

@@ -1,0 +1,127 @@
+"""Fan-out across real OS processes: one worker, two followers, two consumer groups (one
+with two competing consumers), each checked event by event against the worker's own
+local ``astream_events``."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import broker_url
+
+HERE = Path(__file__).resolve().parent
+WAIT = 90
+
+
+class Proc:
+    """A child process whose JSON lines are read by a thread into a queue."""
+
+    def __init__(self, *args: str) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, str(HERE / "procs.py"), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=HERE,
+        )
+        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.put(json.loads(line))
+        self.lines.put(None)
+
+    def next(self, deadline: float) -> dict[str, Any] | None:
+        item = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        if item is not None:
+            self.seen.append(item)
+        return item
+
+    def until(self, kind: str, deadline: float) -> list[dict[str, Any]]:
+        while True:
+            item = self.next(deadline)
+            if item is None:
+                err = self.popen.stderr.read() if self.popen.stderr else ""
+                raise AssertionError(f"process ended before {kind!r}: {err}")
+            if item["kind"] == kind:
+                return self.seen
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=10)
+        self.reader.join(timeout=10)
+        for pipe in (self.popen.stdout, self.popen.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    ],
+)
+def test_worker_followers_and_groups_in_separate_processes(kind: str, namespace: str) -> None:
+    url = broker_url(kind)
+    run_id = str(uuid.uuid4())
+    deadline = time.monotonic() + WAIT
+    procs: list[Proc] = []
+    try:
+        followers = [Proc("follower", url, namespace, run_id) for _ in range(2)]
+        audit = Proc("consumer", url, namespace, "audit", "audit-1")
+        workers = [Proc("consumer", url, namespace, "work", f"work-{i}") for i in range(2)]
+        procs = [*followers, audit, *workers]
+        for p in procs:
+            p.until("ready", deadline)
+        worker = Proc("worker", url, namespace, run_id)
+        procs.append(worker)
+        local = [e["event"] for e in worker.until("done", deadline) if e["kind"] == "event"]
+        assert len(local) > 10
+
+        for f in followers:
+            remote = [e["event"] for e in f.until("end", deadline) if e["kind"] == "event"]
+            assert remote == local  # the wire trees name every type: equal means same types
+
+        def group_events(members: list[Proc]) -> list[Any]:
+            # read until the group has the run's end, then collect its events in seq order
+            got: dict[int, dict[str, Any]] = {}
+            ended = False
+            while not ended or len(got) < len(local):
+                for m in members:
+                    try:
+                        item = m.lines.get(timeout=0.05)
+                    except queue.Empty:
+                        continue
+                    assert item is not None, "a consumer died"
+                    m.seen.append(item)
+                    if item.get("run") != run_id:
+                        continue
+                    if item["kind"] == "end":
+                        ended = True
+                    elif item["kind"] == "event":
+                        assert item["seq"] not in got, "delivered twice within one group"
+                        got[item["seq"]] = item["event"]
+                assert time.monotonic() < deadline, f"group has {len(got)}/{len(local)}"
+            return [got[s] for s in sorted(got)]
+
+        assert group_events([audit]) == local
+        assert group_events(workers) == local
+        shares = [sum(1 for i in w.seen if i.get("run") == run_id) for w in workers]
+        assert all(shares), f"both competing consumers should have had work: {shares}"
+    finally:
+        for p in procs:
+            p.stop()

@@ -1,0 +1,203 @@
+"""The byte-level transport contract, run over every transport (see conftest.TRANSPORTS)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import pytest
+
+from eventbus.transports import Delivery, GroupOptions, OutFrame, Transport, open_transport
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 15  # seconds any single wait in these tests may take before the test fails
+
+
+@pytest.fixture
+async def transport(url: str, namespace: str) -> AsyncIterator[Transport]:
+    t = open_transport(url, namespace)
+    await t.connect()
+    try:
+        yield t
+    finally:
+        await t.aclose()
+
+
+def rid() -> str:
+    return str(uuid.uuid4())
+
+
+async def take_follow(t: Transport, run_id: str, n: int, start: str | None = None) -> list:
+    out = []
+    with anyio.fail_after(WAIT):
+        async for entry in t.follow(run_id, start=start):
+            out.append(entry)
+            if len(out) == n:
+                break
+    return out
+
+
+async def take_group(
+    t: Transport,
+    group: str,
+    consumer: str,
+    n: int,
+    options: GroupOptions,
+    ack: bool | Callable[[Delivery], bool] = True,
+) -> list[Delivery]:
+    """Take n deliveries, acking those ``ack`` says (inside the loop, while the consumer lives)."""
+    out: list[Delivery] = []
+    with anyio.fail_after(WAIT):
+        async for d in t.consume(group, consumer, options):
+            out.append(d)
+            if ack is True or (callable(ack) and ack(d)):
+                await d.ack()
+            if len(out) == n:
+                break
+    return out
+
+
+async def test_follow_replays_in_order_and_resumes_inclusive(transport: Transport) -> None:
+    run = rid()
+    frames = [f"frame-{i}".encode() for i in range(50)]
+    await transport.publish([OutFrame(run, f) for f in frames[:20]])
+    await transport.publish([OutFrame(run, f, final=(i == 29)) for i, f in enumerate(frames[20:])])
+    entries = await take_follow(transport, run, 50)
+    assert [e.data for e in entries] == frames
+    assert len({e.position for e in entries}) == 50
+    resumed = await take_follow(transport, run, 30, start=entries[20].position)
+    assert [e.data for e in resumed] == frames[20:]
+
+
+async def test_follow_waits_for_a_run_that_has_not_started(transport: Transport) -> None:
+    run = rid()
+    task = asyncio.create_task(take_follow(transport, run, 3))
+    await asyncio.sleep(0)  # let the follower block first; correctness does not depend on it
+    for i in range(3):
+        await transport.publish([OutFrame(run, b"x%d" % i)])
+    entries = await task
+    assert [e.data for e in entries] == [b"x0", b"x1", b"x2"]
+
+
+async def test_runs_are_separate(transport: Transport) -> None:
+    a, b = rid(), rid()
+    await transport.publish([OutFrame(a, b"a0"), OutFrame(b, b"b0"), OutFrame(a, b"a1")])
+    assert [e.data for e in await take_follow(transport, a, 2)] == [b"a0", b"a1"]
+    assert [e.data for e in await take_follow(transport, b, 1)] == [b"b0"]
+
+
+async def test_binary_payloads_survive(transport: Transport) -> None:
+    run = rid()
+    blob = bytes(range(256)) * 4096  # 1 MiB with every byte value
+    await transport.publish([OutFrame(run, blob), OutFrame(run, b"")])
+    entries = await take_follow(transport, run, 2)
+    assert entries[0].data == blob and entries[1].data == b""
+
+
+async def test_groups_fan_out_and_skip_non_fanout_frames(transport: Transport) -> None:
+    opts = GroupOptions(start="first")
+    run = rid()
+    await transport.publish(
+        [OutFrame(run, b"e1"), OutFrame(run, b"hb", fanout=False), OutFrame(run, b"e2")]
+    )
+    g1 = await take_group(transport, "g1", "c1", 2, opts)
+    g2 = await take_group(transport, "g2", "c1", 2, opts)
+    assert [d.data for d in g1] == [b"e1", b"e2"]
+    assert [d.data for d in g2] == [b"e1", b"e2"]
+    assert all(d.deliveries == 1 for d in g1 + g2)
+    assert [e.data for e in await take_follow(transport, run, 3)] == [b"e1", b"hb", b"e2"]
+
+
+async def test_group_start_new_skips_history(transport: Transport) -> None:
+    run = rid()
+    await transport.publish([OutFrame(run, b"old")])
+    opts = GroupOptions(start="new")
+    task = asyncio.create_task(take_group(transport, "late", "c1", 1, opts))
+    # the group exists only once the consumer has created it: publish until it sees one
+    with anyio.fail_after(WAIT):
+        while not task.done():
+            await transport.publish([OutFrame(run, b"new")])
+            await asyncio.wait({task}, timeout=0.05)
+    assert [d.data for d in task.result()] == [b"new"]
+
+
+async def test_competing_consumers_share_the_work(transport: Transport) -> None:
+    opts = GroupOptions(start="first", prefetch=5)
+    run = rid()
+    n = 60
+    await transport.publish([OutFrame(run, b"%d" % i) for i in range(n)])
+    seen: dict[str, list[bytes]] = {"c1": [], "c2": []}
+    done = asyncio.Event()
+
+    async def worker(name: str) -> None:
+        async for d in transport.consume("work", name, opts):
+            seen[name].append(d.data)
+            await d.ack()
+            await asyncio.sleep(0.001)  # give the other consumer a chance to compete
+            if sum(map(len, seen.values())) >= n:
+                done.set()
+
+    tasks = [asyncio.create_task(worker(c)) for c in seen]
+    try:
+        with anyio.fail_after(WAIT):
+            await done.wait()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    got = seen["c1"] + seen["c2"]
+    assert sorted(got) == sorted(b"%d" % i for i in range(n))
+    assert len(got) == n  # nothing delivered twice when everything is acked
+    assert seen["c1"] and seen["c2"]
+
+
+async def test_unacked_frame_is_redelivered_then_dead_lettered(transport: Transport) -> None:
+    opts = GroupOptions(start="first", visibility_timeout=0.3, max_deliveries=2)
+    run = rid()
+    await transport.publish([OutFrame(run, b"poison"), OutFrame(run, b"fine")])
+    first = await take_group(transport, "dlq", "c1", 2, opts, ack=lambda d: d.data == b"fine")
+    assert [d.data for d in first] == [b"poison", b"fine"]
+    # c1 "crashed" holding poison: c2 gets it again after the visibility timeout
+    again = await take_group(transport, "dlq", "c2", 1, opts, ack=False)
+    assert again[0].data == b"poison" and again[0].deliveries == 2
+    # not acked again: max_deliveries reached, so it goes to the dead letters
+    with anyio.fail_after(WAIT):
+        while not await transport.dead_letters("dlq"):
+            nothing = asyncio.create_task(take_group(transport, "dlq", "c2", 1, opts, ack=False))
+            await asyncio.wait({nothing}, timeout=0.2)
+            assert not nothing.done(), "a dead-lettered frame was delivered again"
+            nothing.cancel()
+            await asyncio.gather(nothing, return_exceptions=True)
+    dead = await transport.dead_letters("dlq")
+    assert [d.data for d in dead] == [b"poison"]
+    assert "deliver" in dead[0].reason
+
+
+async def test_reject_dead_letters_at_once(transport: Transport) -> None:
+    opts = GroupOptions(start="first")
+    run = rid()
+    await transport.publish([OutFrame(run, b"bad"), OutFrame(run, b"good")])
+    got = await take_group(transport, "rej", "c1", 1, opts, ack=False)
+    await got[0].reject("malformed: test")
+    rest = await take_group(transport, "rej", "c1", 1, opts)
+    assert rest[0].data == b"good"
+    dead = await transport.dead_letters("rej")
+    assert [(d.data, d.reason) for d in dead] == [(b"bad", "malformed: test")]
+
+
+async def test_delete_group_forgets_position_and_dead_letters(transport: Transport) -> None:
+    opts = GroupOptions(start="first")
+    run = rid()
+    await transport.publish([OutFrame(run, b"a"), OutFrame(run, b"b")])
+    first = await take_group(transport, "gone", "c1", 2, opts, ack=lambda d: d.data == b"b")
+    await first[0].reject("test")
+    assert len(await transport.dead_letters("gone")) == 1
+    await transport.delete_group("gone")
+    await transport.delete_group("never-existed")  # not an error
+    assert await transport.dead_letters("gone") == []
+    # a group of the same name starts afresh
+    again = await take_group(transport, "gone", "c1", 2, opts)
+    assert [d.data for d in again] == [b"a", b"b"]
