@@ -170,6 +170,39 @@ async def test_unsafe_run_ids_are_hashed_into_names(transport: RabbitMQTransport
     assert [e.data for e in got] == [b"1", b"2"]
 
 
+async def test_followers_attach_while_the_publisher_creates_the_streams(
+    transport: RabbitMQTransport, amqp_url: str, namespace: str
+) -> None:
+    """RabbitMQ 3.10 answers a second declare of a stream before the stream runs; a
+    consumer attached then is refused ("does not have a replica on the local node") or
+    its connection is closed. Followers (each its own connection, as in separate
+    services) and the publisher race like this whenever followers are there before the
+    run: nothing may fail or be lost."""
+    followers = [open_transport(amqp_url, namespace) for _ in range(3)]
+    runs = [rid() for _ in range(120)]
+
+    async def follow(follower: Any, run: str) -> bytes:
+        async for entry in follower.follow(run):
+            return bytes(entry.data)
+        raise AssertionError("follow ended")
+
+    try:
+        for follower in followers:
+            await follower.connect()
+        with anyio.fail_after(WAIT * 2):
+            for start in range(0, len(runs), 20):  # twenty new runs at once, six times
+                batch = runs[start : start + 20]
+                got = await asyncio.gather(
+                    *(follow(f, run) for run in batch for f in followers),
+                    *(transport.publish([OutFrame(run, run.encode())]) for run in batch),
+                )
+                want = [run.encode() for run in batch for _ in followers]
+                assert got[: len(want)] == want
+    finally:
+        for follower in followers:
+            await follower.aclose()
+
+
 # -- 2. forced connection closes -------------------------------------------------------
 
 

@@ -109,8 +109,21 @@ _DECLARE_CHANNELS = 16  # channels declaring the new runs of one batch at once
 
 _SAFE_RUN = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 
+
+class _StreamStarting(Exception):
+    """A stream that exists but does not run yet refused a consumer.
+
+    RabbitMQ (seen on 3.10) answers a declare of a stream that another client is creating
+    at that moment before the stream runs; a consumer attached in that gap is refused with
+    PRECONDITION_FAILED "... does not have a replica on the local node" (or the broker
+    closes the connection with INTERNAL_ERROR, an ordinary connection loss). A new channel
+    a moment later succeeds.
+    """
+
+
 # Errors that a new connection (or channel) may cure.
 _RETRYABLE: tuple[type[BaseException], ...] = (
+    _StreamStarting,
     amqp_errors.AMQPConnectionError,
     amqp_errors.ChannelInvalidStateError,
     amqp_errors.ChannelNotFoundEntity,
@@ -132,6 +145,22 @@ async def _open_channel(conn: AbstractConnection, *, confirms: bool) -> Abstract
     except RuntimeError as exc:  # "<Connection ...> closed": aio-pika has not noticed yet
         raise _ConnectionGone(str(exc)) from exc
     return channel
+
+
+async def _consume_stream(
+    queue: AbstractQueue, callback: Callable[[AbstractIncomingMessage], Any], offset: str | int
+) -> None:
+    """Attach a consumer to a stream queue from ``offset``.
+
+    Raises:
+        _StreamStarting: the stream does not run yet (retryable, on a new channel).
+    """
+    try:
+        await queue.consume(callback, no_ack=False, arguments={"x-stream-offset": offset})
+    except amqp_errors.ChannelPreconditionFailed as exc:
+        if "replica" not in str(exc):
+            raise
+        raise _StreamStarting(str(exc)) from exc
 
 
 class _Lost(Exception):
@@ -968,7 +997,7 @@ class RabbitMQTransport:
             await channel.set_qos(prefetch_count=1000)
             await self._watch_channel(channel, inbox)
             queue = await channel.get_queue(stream, ensure=False)
-            await queue.consume(inbox.put, no_ack=False, arguments={"x-stream-offset": offset})
+            await _consume_stream(queue, inbox.put, offset)
             while True:
                 item = await asyncio.wait_for(inbox.get(), self.publish_timeout)
                 if item is _LOST:
@@ -1042,10 +1071,8 @@ class RabbitMQTransport:
                     await self._register(conn, "start", [run_id])
                 inbox: asyncio.Queue[Any] = asyncio.Queue()
                 await self._watch_channel(channel, inbox)
-                await queue.consume(
-                    inbox.put,
-                    no_ack=False,
-                    arguments={"x-stream-offset": "first" if next_offset is None else next_offset},
+                await _consume_stream(
+                    queue, inbox.put, "first" if next_offset is None else next_offset
                 )
                 outage.over()
                 while True:
