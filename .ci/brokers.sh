@@ -38,12 +38,25 @@ rabbit_answers() {  # the port is open and the broker accepts AMQP connections o
   port_open 5672 && timeout 60 $SUDO rabbitmq-diagnostics -q check_port_connectivity >/dev/null 2>&1
 }
 
+rabbit_nofile() {  # the running broker's limit of open files, if it can be read here
+  local pid
+  pid=$(pgrep -o -f beam.smp) || return 1
+  awk '/^Max open files/ {print $4}' "/proc/$pid/limits" 2>/dev/null
+}
+
+restart_reason=""
 if port_open 5672 && ! rabbit_answers; then
-  # a broker that holds its port but refuses connections (seen: out of file descriptors
-  # after many killed test runs left their stream queues): restart it
-  echo "rabbitmq holds its port but does not answer: restarting it" >&2
+  # seen: out of file descriptors after many killed test runs left their stream queues
+  restart_reason="it holds its port but does not answer"
+elif port_open 5672 && limit=$(rabbit_nofile) && [ "$limit" != unlimited ] && [ "$limit" -lt 4096 ]; then
+  # every stream queue holds file descriptors: a broker started with the default 1024
+  # runs out under the suite's and the benchmarks' hundreds of runs
+  restart_reason="it may open only $limit files"
+fi
+if [ -n "$restart_reason" ]; then
+  echo "rabbitmq: $restart_reason; restarting it" >&2
   timeout 120 $SUDO rabbitmqctl stop >/dev/null 2>&1 || $SUDO pkill -f beam.smp || true
-  for _ in $(seq 1 30); do port_open 5672 || break; sleep 1; done
+  for _ in $(seq 1 60); do port_open 5672 || break; sleep 1; done
 fi
 
 if port_open 5672; then
@@ -58,4 +71,5 @@ else
   $SUDO rabbitmq-server -detached
   wait_for rabbitmq 120 $SUDO rabbitmqctl await_startup
   wait_for "rabbitmq (amqp port)" 60 port_open 5672
+  echo "rabbitmq may open $(rabbit_nofile || echo '?') files"
 fi
