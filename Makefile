@@ -10,15 +10,22 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml hatch_build.py
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed  ## a venv with eventbus and every extra and dev tool
+# the compiled codec, rebuilt when its source changes (hatch_build.py; skipped, with the
+# pure-Python codec running, when EVENTBUS_NO_EXTENSIONS=1 or nothing can compile it)
+$(VENV)/.compiled: $(VENV)/.installed eventbus/_codec.py
+	@if [ "$$EVENTBUS_NO_EXTENSIONS" = 1 ]; then rm -f eventbus/_codec.*.so; \
+	else $(BIN)/python hatch_build.py || rm -f eventbus/_codec.*.so; fi
+	touch $@
+
+install: $(VENV)/.installed $(VENV)/.compiled  ## a venv with eventbus (codec compiled), every extra and dev tool
 
 lint: install  ## ruff lint and format check
-	$(BIN)/ruff check eventbus tests examples benchmarks
-	$(BIN)/ruff format --check eventbus tests examples benchmarks
+	$(BIN)/ruff check eventbus tests examples benchmarks hatch_build.py
+	$(BIN)/ruff format --check eventbus tests examples benchmarks hatch_build.py
 
 format: install
 	$(BIN)/ruff format eventbus tests examples benchmarks
@@ -27,8 +34,10 @@ format: install
 typecheck: install  ## mypy --strict on the package
 	$(BIN)/mypy
 
-test: install  ## the whole suite, brokers included (see README: Testing)
+test: install  ## the whole suite, brokers included; then the codec's tests on the pure-Python codec
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	EVENTBUS_PURE_PYTHON=1 $(BIN)/python -m pytest -m "not redis and not rabbitmq" \
+		tests/test_codec.py tests/test_equivalence.py $(PYTEST_ARGS)
 
 test-fast: install  ## memory transport only, no broker needed
 	$(BIN)/python -m pytest -m "not redis and not rabbitmq" $(PYTEST_ARGS)
@@ -46,4 +55,4 @@ brokers:  ## start local Redis and RabbitMQ if they are not running (root, Debia
 	bash .ci/brokers.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis eventbus/_codec.*.so

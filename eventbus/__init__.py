@@ -7,6 +7,14 @@ runs and consume groups with :class:`Subscriber`. The broker is picked by URL sc
 
 from __future__ import annotations
 
+import os as _os
+
+if _os.environ.get("EVENTBUS_PURE_PYTHON") == "1":
+    # the codec from its source even where its compiled twin exists (hatch_build.py)
+    from ._speedups import load_pure_codec as _load_pure_codec
+
+    _load_pure_codec()
+
 from . import _langchain  # registers LangChain's types with the codec  # noqa: F401
 from ._codec import RemoteException, UnknownType, Unrepresentable, register_type
 from ._exceptions import (

@@ -408,6 +408,10 @@ def _make_walker(
     # exact type -> a function making its node directly (the hot types; filled lazily)
     fast: dict[type, Callable[[Any], Any]] = {}
     tuple_nodes: dict[tuple[str, ...], Any] = {}
+    # containers being walked: compiled (see hatch_build.py), these functions call each
+    # other without CPython's recursion check, so a cycle would overflow the C stack
+    # instead of raising RecursionError
+    depth = 0
 
     def walk(value: Any) -> Any:
         t = type(value)
@@ -467,67 +471,88 @@ def _make_walker(
     fast[tuple] = tuple_node
 
     def typed(r: _Reduced) -> Any:
-        payload = r.payload
-        if type(payload) is not bytes:
-            payload = walk(payload)
-        return node(r.tag, payload, None if r.extra is None else walk_dict(r.extra))
+        nonlocal depth
+        if depth >= _MAX_WALK_DEPTH:
+            raise RecursionError("value nested too deeply")
+        depth += 1
+        try:
+            payload = r.payload
+            if type(payload) is not bytes:
+                payload = walk(payload)
+            return node(r.tag, payload, None if r.extra is None else walk_dict(r.extra))
+        finally:
+            depth -= 1
 
     def walk_dict(d: dict[Any, Any], event: bool = False) -> Any:
+        nonlocal depth
         if TAG in d:
             return pairs(d)
-        out = None
-        for k, v in d.items():
-            if type(k) is not str:
-                return pairs(d)
-            tv = type(v)
-            # the common cases inline: this loop is the publisher's hot path
-            if tv in _SKIP:
-                continue
-            if tv is dict:
-                if not v:
+        if depth >= _MAX_WALK_DEPTH:
+            raise RecursionError("value nested too deeply")
+        depth += 1
+        try:
+            out = None
+            for k, v in d.items():
+                if type(k) is not str:
+                    return pairs(d)
+                tv = type(v)
+                # the common cases inline: this loop is the publisher's hot path
+                if tv in _SKIP:
                     continue
-                # (walk_metadata exists when nodes are immutable, the only case event is set)
-                w = walk_metadata(v) if event and k == "metadata" else walk_dict(v)
-            elif tv is list:
-                if not v:
+                if tv is dict:
+                    if not v:
+                        continue
+                    # (walk_metadata exists when nodes are immutable, the only case event is set)
+                    w = walk_metadata(v) if event and k == "metadata" else walk_dict(v)
+                elif tv is list:
+                    if not v:
+                        continue
+                    w = walk_list(v)
+                elif tv is int and _INT_MIN <= v <= _INT_MAX:
                     continue
-                w = walk_list(v)
-            elif tv is int and _INT_MIN <= v <= _INT_MAX:
-                continue
-            else:
-                w = walk(v)
-            if w is not v:
-                if out is None:
-                    out = d.copy()
-                out[k] = w
-        return d if out is None else out
+                else:
+                    w = walk(v)
+                if w is not v:
+                    if out is None:
+                        out = d.copy()
+                    out[k] = w
+            return d if out is None else out
+        finally:
+            depth -= 1
 
     def pairs(d: dict[Any, Any]) -> Any:
         return node("dict", [[walk(k), walk(v)] for k, v in d.items()], None)
 
     def walk_list(items: list[Any]) -> Any:
-        out = None
-        for i, v in enumerate(items):
-            tv = type(v)
-            if tv in _SKIP:
-                continue
-            if tv is dict:
-                if not v:
+        nonlocal depth
+        if depth >= _MAX_WALK_DEPTH:
+            raise RecursionError("value nested too deeply")
+        depth += 1
+        try:
+            out = None
+            for i, v in enumerate(items):
+                tv = type(v)
+                if tv in _SKIP:
                     continue
-                w = walk_dict(v)
-            elif tv is list:
-                if not v:
+                if tv is dict:
+                    if not v:
+                        continue
+                    w = walk_dict(v)
+                elif tv is list:
+                    if not v:
+                        continue
+                    w = walk_list(v)
+                elif tv is int and _INT_MIN <= v <= _INT_MAX:
                     continue
-                w = walk_list(v)
-            elif tv is int and _INT_MIN <= v <= _INT_MAX:
-                continue
-            else:
-                w = walk(v)
-            if w is not v:
-                if out is None:
-                    out = items.copy()
-                out[i] = w
-        return items if out is None else out
+                else:
+                    w = walk(v)
+                if w is not v:
+                    if out is None:
+                        out = items.copy()
+                    out[i] = w
+            return items if out is None else out
+        finally:
+            depth -= 1
 
     def walk_safely(value: Any) -> Any:
         try:
@@ -543,13 +568,20 @@ def _make_walker(
     # a dict, when it holds only immutable values (str, numbers, None, tuples of str), is
     # kept with its keys and the ids of its values: while those are the same, so is the
     # tree. (An entry holds the values, so no other object can take their ids meanwhile.)
-    flat_trees: dict[int, tuple[dict[Any, Any], tuple[Any, ...], tuple[int, ...], Any, Any]] = {}
+    flat_trees: dict[int, tuple[dict[Any, Any], tuple[Any, ...], tuple[Any, ...], Any]] = {}
 
     def walk_metadata(d: dict[Any, Any]) -> Any:
         # (an entry holds d itself: while it lives, no other dict can have d's id)
         hit = flat_trees.get(id(d))
-        if hit is not None and tuple(d) == hit[1] and tuple(map(id, d.values())) == hit[2]:
-            return hit[4]
+        if hit is not None and len(d) == len(hit[1]):
+            keys, values = hit[1], hit[2]
+            i = 0
+            for k, v in d.items():  # (compiled, a C loop: cheaper than building tuples)
+                if v is not values[i] or k != keys[i]:
+                    break
+                i += 1
+            else:
+                return hit[3]
         tree = walk_dict(d)
         for v in d.values():
             tv = type(v)
@@ -560,8 +592,7 @@ def _make_walker(
             return tree  # a mutable or odd value: walked every time
         if len(flat_trees) >= 1024:
             flat_trees.clear()
-        values = tuple(d.values())
-        flat_trees[id(d)] = (d, tuple(d), tuple(map(id, values)), values, tree)
+        flat_trees[id(d)] = (d, tuple(d), tuple(d.values()), tree)
         return tree
 
     def walk_event(event: Any) -> Any:
@@ -596,7 +627,10 @@ Never raises for odd values: what it cannot carry becomes an Unrepresentable."""
 to_msgpack_tree = _make_walker(_ext_node, immutable_nodes=True)
 to_msgpack_tree.__doc__ = """The MessagePack tree of ``value`` (typed nodes as ext type 1)."""
 
-_MAX_DEPTH = 200
+_MAX_DEPTH = 200  # containers kept when a value had to be cut
+# containers (and typed nodes) the walkers enter before they give up with RecursionError;
+# above twice _MAX_DEPTH, since a cut value still has two levels per tuple or model
+_MAX_WALK_DEPTH = 500
 
 
 def _cut_cycles(value: Any, active: set[int]) -> Any:
@@ -648,42 +682,50 @@ def from_wire(value: Any, *, consume: bool = False) -> Any:
         DecodeError: a typed node is malformed (wrong payload shape for its tag).
     """
     try:
-        return _from_wire(value if consume else _copy_tree(value))
+        return _from_wire(value if consume else _copy_tree(value, 0), 0)
     except RecursionError as exc:  # a forged message nested deeper than the stack allows
         raise DecodeError("value nested too deeply") from exc
 
 
-def _copy_tree(value: Any) -> Any:
+# (the depth arguments: see _make_walker's depth)
+
+
+def _copy_tree(value: Any, depth: int) -> Any:
     t = type(value)
+    if t is not dict and t is not list:
+        return value
+    if depth >= _MAX_WALK_DEPTH:
+        raise RecursionError("value nested too deeply")
     if t is dict:
-        return {k: _copy_tree(v) for k, v in value.items()}
-    if t is list:
-        return [_copy_tree(v) for v in value]
-    return value
+        return {k: _copy_tree(v, depth + 1) for k, v in value.items()}
+    return [_copy_tree(v, depth + 1) for v in value]
 
 
-def _from_wire(value: Any) -> Any:
+def _from_wire(value: Any, depth: int) -> Any:
     t = type(value)
+    if t is not dict and t is not list:
+        return value
+    if depth >= _MAX_WALK_DEPTH:
+        raise RecursionError("value nested too deeply")
+    depth += 1
     if t is dict:
         if TAG in value:
             return _decode_node(
-                value[TAG], _from_wire(value.get(VAL)), _from_wire(value.get(EXTRA))
+                value[TAG], _from_wire(value.get(VAL), depth), _from_wire(value.get(EXTRA), depth)
             )
         for k, v in value.items():
             tv = type(v)
             if (tv is dict or tv is list) and v:
-                w = _from_wire(v)
+                w = _from_wire(v, depth)
                 if w is not v:
                     value[k] = w
         return value
-    if t is list:
-        for i, v in enumerate(value):
-            tv = type(v)
-            if (tv is dict or tv is list) and v:
-                w = _from_wire(v)
-                if w is not v:
-                    value[i] = w
-        return value
+    for i, v in enumerate(value):
+        tv = type(v)
+        if (tv is dict or tv is list) and v:
+            w = _from_wire(v, depth)
+            if w is not v:
+                value[i] = w
     return value
 
 
@@ -835,3 +877,8 @@ def _install_builtins() -> None:
 
 
 _install_builtins()
+
+if not __file__.endswith(".py"):  # compiled (hatch_build.py)
+    from ._speedups import warn_if_stale
+
+    warn_if_stale(__file__)

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+import warnings
 import zoneinfo
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -1054,9 +1055,11 @@ def test_malformed_nodes_raise_decode_error(node: dict[str, Any]) -> None:
 
 
 def test_deeply_nested_input_is_a_decode_error() -> None:
-    deep_list = b"\x91" * 900 + b"\x01"  # msgspec decodes it; from_wire would recurse
+    deep_list: Any = 1
+    for _ in range(5000):
+        deep_list = [deep_list]
     with pytest.raises(DecodeError):
-        from_wire(msgspec.msgpack.decode(deep_list))
+        from_wire(deep_list)
     deep_nodes: Any = 1
     for _ in range(2000):
         deep_nodes = {"$t": "tuple", "v": [deep_nodes]}
@@ -1377,3 +1380,38 @@ def test_a_failing_user_encoder_becomes_a_placeholder() -> None:
     got = via_msgpack({"x": Fragile()})["x"]
     assert type(got) is Unrepresentable
     assert got.type.endswith("Fragile")
+
+
+# -- which codec runs ------------------------------------------------------------------
+
+
+def test_the_codec_that_runs_is_the_one_asked_for() -> None:
+    """The compiled codec (hatch_build.py) runs wherever it was built, the source codec
+    under EVENTBUS_PURE_PYTHON=1 (``make test`` runs this file both ways); CI also
+    requires that the build compiled it (EVENTBUS_REQUIRE_COMPILED=1)."""
+    import eventbus._codec as codec
+    from eventbus._speedups import codec_is_compiled
+
+    built = list(pathlib.Path(eventbus.__file__).parent.glob("_codec.*.so"))
+    if os.environ.get("EVENTBUS_PURE_PYTHON") == "1":
+        assert not codec_is_compiled(codec), codec.__file__
+        assert codec.__file__.endswith("_codec.py")
+    else:
+        if os.environ.get("EVENTBUS_REQUIRE_COMPILED") == "1":
+            assert built, "the install did not compile the codec"
+        assert codec_is_compiled(codec) == bool(built), (codec.__file__, built)
+
+
+def test_a_compiled_codec_older_than_its_source_warns(tmp_path: pathlib.Path) -> None:
+    from eventbus import _speedups
+
+    compiled = tmp_path / "_codec.so"
+    compiled.write_bytes(b"")
+    source_time = _speedups._SOURCE.stat().st_mtime
+    os.utime(compiled, (source_time - 10, source_time - 10))
+    with pytest.warns(RuntimeWarning, match="older than"):
+        _speedups.warn_if_stale(str(compiled))
+    os.utime(compiled, (source_time + 10, source_time + 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _speedups.warn_if_stale(str(compiled))

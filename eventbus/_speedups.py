@@ -1,0 +1,41 @@
+"""Which codec runs: the one compiled from ``_codec.py`` by ``hatch_build.py``, or the
+pure-Python source itself (no compiler at install, or ``EVENTBUS_PURE_PYTHON=1``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+_SOURCE = Path(__file__).with_name("_codec.py")
+
+
+def codec_is_compiled(module: ModuleType) -> bool:
+    """True when ``module`` (``eventbus._codec``) was loaded from the extension module."""
+    return not str(module.__file__).endswith(".py")
+
+
+def load_pure_codec() -> None:
+    """Load ``eventbus._codec`` from ``_codec.py`` (before anything imports it)."""
+    spec = importlib.util.spec_from_file_location("eventbus._codec", _SOURCE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+
+def warn_if_stale(compiled_file: str) -> None:
+    """Warn when ``_codec.py`` changed after it was compiled: the stale build would run."""
+    try:
+        stale = _SOURCE.stat().st_mtime > Path(compiled_file).stat().st_mtime
+    except OSError:  # an installed wheel may carry no source: nothing to compare
+        return
+    if stale:
+        warnings.warn(
+            f"{compiled_file} is older than {_SOURCE}: the old codec runs. Rebuild it "
+            "(make install) or set EVENTBUS_PURE_PYTHON=1",
+            RuntimeWarning,
+            stacklevel=2,
+        )
