@@ -575,11 +575,9 @@ def _make_walker(
         hit = flat_trees.get(id(d))
         if hit is not None and len(d) == len(hit[1]):
             keys, values = hit[1], hit[2]
-            i = 0
-            for k, v in d.items():  # (compiled, a C loop: cheaper than building tuples)
+            for i, (k, v) in enumerate(d.items()):  # (compiled: a C loop, no tuples)
                 if v is not values[i] or k != keys[i]:
                     break
-                i += 1
             else:
                 return hit[3]
         tree = walk_dict(d)
