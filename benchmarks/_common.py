@@ -383,12 +383,16 @@ def machine_description() -> dict[str, Any]:
         load = os.getloadavg()
     except OSError:
         load = (float("nan"),) * 3
+    import eventbus._codec
+    from eventbus._speedups import codec_is_compiled
+
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory": mem,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        "codec": "compiled" if codec_is_compiled(eventbus._codec) else "pure Python",
         "packages": versions,
         "loadavg": [round(x, 2) for x in load],
     }
