@@ -2,7 +2,7 @@
 
 The run's loop only encodes each event (a few microseconds) and appends it to a
 buffer; one writer task per publisher publishes at once while the rate is low, and under
-load lets a record wait up to ``linger`` (default 3 ms) so that events pile up; it packs each
+load lets a record wait up to ``linger`` (default 10 ms) so that events pile up; it packs each
 run's pending records into frames of up to
 ``max_frame_bytes``, and publishes all of them in one transport call (one round trip).
 When more than ``max_buffer_bytes`` wait unpublished, the run is paused (backpressure)
@@ -100,7 +100,12 @@ class Publisher:
         codec: ``"msgpack"`` (default) or ``"json"``.
         linger: while events arrive fast (more than 2,000 a second over 20 ms, as a streaming model
             run's do), the longest a record waits for others to join its batch, in
-            seconds; at lower rates every event is published at once.
+            seconds; at lower rates every event is published at once. Each broker
+            message costs the run's thread more than an event does (about 0.3 ms of CPU
+            for an AMQP publish with its confirm), so fewer, larger batches are what keep
+            the overhead on the run low: 10 ms instead of 3 ms took a fast 2k-token chain
+            from +49% to +23% CPU over local ``astream_events`` with RabbitMQ, +38% to +17%
+            with Redis.
         max_frame_bytes: frames (broker messages) are packed up to about this size.
         max_buffer_bytes: unpublished bytes above which runs are paused (backpressure).
         max_event_bytes: an encoded event larger than this has its ``data`` replaced by
@@ -119,7 +124,7 @@ class Publisher:
         namespace: str = "default",
         *,
         codec: Codec = "msgpack",
-        linger: float = 0.003,
+        linger: float = 0.010,
         max_frame_bytes: int = 256 * 1024,
         max_buffer_bytes: int = 64 * 1024 * 1024,
         max_event_bytes: int = 32 * 1024 * 1024,
