@@ -17,11 +17,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml hatch_build.py
 # the compiled codec, rebuilt when its source changes (hatch_build.py; skipped, with the
 # pure-Python codec running, when EVENTBUS_NO_EXTENSIONS=1 or nothing can compile it)
 $(VENV)/.compiled: $(VENV)/.installed eventbus/_codec.py
-	@so=$$(ls eventbus/_codec.*.so 2>/dev/null | head -n 1); \
-	if [ "$$EVENTBUS_NO_EXTENSIONS" = 1 ]; then rm -f eventbus/_codec.*.so; \
-	elif [ -z "$$so" ] || [ eventbus/_codec.py -nt "$$so" ]; then \
-		$(BIN)/python hatch_build.py || rm -f eventbus/_codec.*.so; \
-	else echo "codec: $$so is up to date"; fi
+	$(BIN)/python hatch_build.py
 	touch $@
 
 install: $(VENV)/.installed $(VENV)/.compiled  ## a venv with eventbus (codec compiled), every extra and dev tool

@@ -23,7 +23,7 @@ from typing import Any
 
 try:
     from hatchling.builders.hooks.plugin.interface import BuildHookInterface
-except ImportError:  # run as a script (make compile), outside a build
+except ImportError:  # run as a script (make install), outside a build
     BuildHookInterface = object
 
 MODULE = "eventbus._codec"
@@ -101,7 +101,29 @@ class CythonBuildHook(BuildHookInterface):
         self.app.display_info(f"eventbus: compiled {relative}")
 
 
-if __name__ == "__main__":  # make compile: rebuild the in-place module
-    path = build_extension(Path(__file__).resolve().parent)
-    print(f"compiled {path}")
-    sys.exit(0 if path.exists() else 1)
+def main() -> None:
+    """``make install``, after the editable install: rebuild the in-place module when
+    ``_codec.py`` is newer than it; drop it under ``EVENTBUS_NO_EXTENSIONS=1`` or when it
+    cannot be built (the pure-Python codec then runs), as the build hook does."""
+    root = Path(__file__).resolve().parent
+    built = sorted((root / "eventbus").glob("_codec.*.so"))
+    if os.environ.get("EVENTBUS_NO_EXTENSIONS") == "1":
+        for path in built:
+            path.unlink()
+        print("codec: EVENTBUS_NO_EXTENSIONS=1, pure Python")
+        return
+    if built and built[0].stat().st_mtime >= (root / SOURCE).stat().st_mtime:
+        print(f"codec: {built[0].relative_to(root)} is up to date")
+        return
+    try:
+        path = build_extension(root)
+    except Exception as exc:
+        for path in built:
+            path.unlink(missing_ok=True)
+        print(f"codec not compiled ({type(exc).__name__}: {exc}); pure Python", file=sys.stderr)
+        return
+    print(f"codec: compiled {path.relative_to(root)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -127,7 +127,7 @@ def write_md(docs: dict[str, dict[str, Any]]) -> None:
         "## Machine",
         "",
         f"* CPU: {m['cpu']}, {m['cores']} cores; {m['memory']}; {m['os']}",
-        f"* Python {m['python']} (eventbus codec: {m.get('codec', 'pure Python')}); {pkgs}",
+        f"* Python {m['python']} (eventbus codec: {m['codec']}); {pkgs}",
         f"* brokers on loopback: {brokers} (Redis db 15; RabbitMQ guest@127.0.0.1)",
         f"* load average when the suite started: {', '.join(str(x) for x in m['loadavg'])}"
         " — the machine is shared (2 cores, other jobs running): absolute numbers move by",

@@ -876,7 +876,6 @@ def _install_builtins() -> None:
 
 _install_builtins()
 
-if not __file__.endswith(".py"):  # compiled (hatch_build.py)
-    from ._speedups import warn_if_stale
+from ._speedups import warn_if_stale  # noqa: E402 - about this very module, once it is made
 
-    warn_if_stale(__file__)
+warn_if_stale(__file__)

@@ -12,9 +12,13 @@ from types import ModuleType
 _SOURCE = Path(__file__).with_name("_codec.py")
 
 
+def _is_compiled(path: str) -> bool:
+    return not path.endswith(".py")
+
+
 def codec_is_compiled(module: ModuleType) -> bool:
     """True when ``module`` (``eventbus._codec``) was loaded from the extension module."""
-    return not str(module.__file__).endswith(".py")
+    return _is_compiled(str(module.__file__))
 
 
 def load_pure_codec() -> None:
@@ -27,7 +31,10 @@ def load_pure_codec() -> None:
 
 
 def warn_if_stale(compiled_file: str) -> None:
-    """Warn when ``_codec.py`` changed after it was compiled: the stale build would run."""
+    """Warn when ``_codec.py`` changed after it was compiled: the stale build would run.
+    (Nothing to compare when the codec runs from its source.)"""
+    if not _is_compiled(compiled_file):
+        return
     try:
         stale = _SOURCE.stat().st_mtime > Path(compiled_file).stat().st_mtime
     except OSError:  # an installed wheel may carry no source: nothing to compare
