@@ -1,17 +1,34 @@
-# The one entry point: make install | lint | typecheck | test | bench | demo | schema
+# The one entry point: make install | lint | typecheck | test | bench | demo | schema | lock
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install lint format typecheck test test-fast bench demo schema brokers clean
+# Installs are pinned: uv.lock (every package of .[dev], with hashes) is what `make install`
+# installs; `make lock` updates it after a pyproject.toml change, `make upgrade` moves every
+# package to today's newest release. uv itself is pinned here and lives in .tools/.
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+# make test-lowest: the oldest dependency versions pyproject.toml admits
+LOWEST_VENV := .venv-lowest
+LOWEST_LOCK := requirements-lowest.txt
+LOCK_STALE := uv.lock does not satisfy pyproject.toml: run `make lock` and commit uv.lock and $(LOWEST_LOCK)
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+.PHONY: install lint format typecheck test test-fast test-lowest bench demo schema brokers \
+	lock upgrade check-lock clean
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml hatch_build.py
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+# the editable build skips the codec (EVENTBUS_NO_EXTENSIONS=1): .compiled below compiles
+# it with the Cython of the lock
+$(VENV)/.installed: $(UV) pyproject.toml uv.lock hatch_build.py
+	@$(UV) lock --check --python $(PYTHON) --quiet || { echo "$(LOCK_STALE)" >&2; exit 1; }
+	EVENTBUS_NO_EXTENSIONS=1 $(UV) sync --frozen --extra dev --python $(PYTHON) --quiet
 	touch $@
 
 # the compiled codec, rebuilt when its source changes (hatch_build.py; skipped, with the
@@ -41,6 +58,37 @@ test: install  ## the whole suite, brokers included; then the codec's tests on t
 test-fast: install  ## memory transport only, no broker needed
 	$(BIN)/python -m pytest -m "not redis and not rabbitmq" $(PYTEST_ARGS)
 
+test-lowest: $(UV)  ## codec, equivalence and contract tests on the lowest dependency versions allowed
+	@grep -q "pyproject sha256: $$(sha256sum pyproject.toml | cut -c1-64)" $(LOWEST_LOCK) \
+		|| { echo "$(LOCK_STALE)" >&2; exit 1; }
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(LOWEST_VENV)
+	VIRTUAL_ENV=$(LOWEST_VENV) $(UV) pip sync --quiet $(LOWEST_LOCK)
+	VIRTUAL_ENV=$(LOWEST_VENV) EVENTBUS_NO_EXTENSIONS=1 $(UV) pip install --quiet --no-deps -e .
+	$(LOWEST_VENV)/bin/python hatch_build.py
+	$(LOWEST_VENV)/bin/python -m pytest tests/test_codec.py tests/test_equivalence.py \
+		tests/test_transport_contract.py $(PYTEST_ARGS)
+
+lock: $(UV)  ## update uv.lock and requirements-lowest.txt after a pyproject.toml change (keeps other pins)
+	$(UV) lock --python $(PYTHON)
+	$(MAKE) --no-print-directory $(LOWEST_LOCK)
+
+upgrade: $(UV)  ## move every locked package to its newest release (review the diff)
+	$(UV) lock --upgrade --python $(PYTHON)
+	$(MAKE) --no-print-directory $(LOWEST_LOCK)
+
+# lowest-direct: each direct dependency at the floor pyproject.toml states (theirs at their
+# newest compatible); the header records which pyproject.toml it was made from
+$(LOWEST_LOCK): pyproject.toml | $(UV)
+	$(UV) pip compile --quiet pyproject.toml --extra dev --resolution lowest-direct \
+		--python-version 3.11 --generate-hashes --no-header -o $@.tmp
+	{ echo "# make lock: the lowest versions pyproject.toml allows, for make test-lowest"; \
+	  echo "# pyproject sha256: $$(sha256sum pyproject.toml | cut -c1-64)"; cat $@.tmp; } > $@
+	rm -f $@.tmp
+
+check-lock: $(UV)  ## fail when uv.lock no longer satisfies pyproject.toml
+	@$(UV) lock --check --python $(PYTHON) --quiet || { echo "$(LOCK_STALE)" >&2; exit 1; }
+	@echo "uv.lock satisfies pyproject.toml"
+
 bench: install  ## the benchmark suite
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
@@ -54,4 +102,4 @@ brokers:  ## start local Redis and RabbitMQ if they are not running (root, Debia
 	bash .ci/brokers.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis eventbus/_codec.*.so
+	rm -rf $(VENV) $(LOWEST_VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis eventbus/_codec.*.so

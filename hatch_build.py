@@ -14,6 +14,7 @@ with no source change, it takes about a third fewer instructions per event; the 
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import sys
 import tempfile
@@ -106,7 +107,12 @@ def main() -> None:
     ``_codec.py`` is newer than it; drop it under ``EVENTBUS_NO_EXTENSIONS=1`` or when it
     cannot be built (the pure-Python codec then runs), as the build hook does."""
     root = Path(__file__).resolve().parent
-    built = sorted((root / "eventbus").glob("_codec.*.so"))
+    # this interpreter's build only: another Python's (make test-lowest) may lie beside it
+    built = [
+        path
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+        if (path := root / "eventbus" / f"_codec{suffix}").exists()
+    ]
     if os.environ.get("EVENTBUS_NO_EXTENSIONS") == "1":
         for path in built:
             path.unlink()

@@ -87,7 +87,8 @@ def _install_langgraph() -> None:
 
         def decode_send(payload: Any, extra: Any) -> Any:
             node, arg, timeout = payload
-            return send(node, arg, timeout=timeout)
+            # (langgraph < 1.2 has no per-Send timeout)
+            return send(node, arg) if timeout is None else send(node, arg, timeout=timeout)
 
         _codec._add(
             send,

@@ -172,8 +172,25 @@ def encode_envelope(codec: Codec, ns: str, run: str, producer: str, records: lis
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of a frame, generated from the Structs (``docs/wire-format.md``)."""
-    return msgspec.json.schema(Envelope)
+    """The JSON Schema of a frame, generated from the Structs (``docs/wire-format.md``).
+
+    Descriptions are normalised with :func:`inspect.cleandoc`: msgspec versions differ in
+    how much of a docstring's indentation they keep (0.23 keeps it, 0.22 did not), and the
+    committed schema must not depend on which one is installed."""
+    import inspect
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else clean(v)
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
+
+    schema: dict[str, Any] = clean(msgspec.json.schema(Envelope))
+    return schema
 
 
 def json_schema_text() -> str:

@@ -40,7 +40,7 @@ def odd_values() -> dict[Any, Any]:
     return {
         "tuple": (1, "two", (3.0, None)),
         "uuid": FIXED_UUID,
-        "datetime": dt.datetime(2026, 11, 21, 12, 30, 5, 123456, tzinfo=dt.timezone.utc),
+        "datetime": dt.datetime(2026, 11, 21, 12, 30, 5, 123456, tzinfo=dt.UTC),
         "naive": dt.datetime(2026, 1, 2, 3, 4, 5),
         "date": dt.date(2026, 11, 21),
         "time": dt.time(23, 59, 1),

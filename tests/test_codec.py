@@ -120,7 +120,7 @@ def test_assert_same_is_strict() -> None:
         ("x", TextAccessor("x")),
         (decimal.Decimal("1.0"), decimal.Decimal("1.00")),
         (
-            dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone.utc),
+            dt.datetime(2024, 1, 1, 12, tzinfo=dt.UTC),
             dt.datetime(2024, 1, 1, 13, tzinfo=dt.timezone(dt.timedelta(hours=1))),
         ),
         (dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, fold=1)),
@@ -145,7 +145,7 @@ def _offsets() -> st.SearchStrategy[dt.timezone]:
     # whole seconds: Python 3.11's fromisoformat() drops the microseconds of an offset
     # ("+00:00:00.000001" reads as UTC); no real zone has such an offset
     seconds = st.integers(min_value=-86399, max_value=86399)
-    return seconds.map(lambda s: dt.timezone(dt.timedelta(seconds=s))) | st.just(dt.timezone.utc)
+    return seconds.map(lambda s: dt.timezone(dt.timedelta(seconds=s))) | st.just(dt.UTC)
 
 
 # fold is not carried (isoformat drops it): see test_datetime_fold_and_zoneinfo_are_lost
@@ -866,7 +866,7 @@ def test_registered_user_types_round_trip(roundtrip: Callable[[Any], Any]) -> No
         tags=frozenset({"vip"}),
         nickname="b",  # an extra
     )
-    start = dt.datetime(2024, 1, 1, 9, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2024, 1, 1, 9, tzinfo=dt.UTC)
     span = Span(start, start + dt.timedelta(hours=1), ("a", "b"))
     object.__setattr__(span, "count", 3)  # a field that __init__ does not take
     money = Money(1999, "EUR")

@@ -517,7 +517,7 @@ class RabbitMQTransport:
                 f"RabbitMQ at {self._safe_url!r} refused the virtual host "
                 f"(does it exist, and may the user access it?)"
             ) from exc
-        except (amqp_errors.AMQPConnectionError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, amqp_errors.AMQPConnectionError, OSError) as exc:
             raise ConnectError(f"cannot reach RabbitMQ at {self._safe_url!r}: {exc!r}") from exc
         except ValueError as exc:
             raise ConfigurationError(f"bad AMQP URL {self._safe_url!r}: {exc}") from exc
