@@ -43,9 +43,22 @@ def rabbitmqctl(*args: str) -> str:
     return done.stdout
 
 
-async def close_all_connections() -> None:
-    """Force-close every client connection of the broker, as an operator or a failover does."""
-    await anyio.to_thread.run_sync(rabbitmqctl, "close_all_connections", "test")
+async def close_connections(namespace: str) -> int:
+    """Force-close the broker's connections of this test's transports (named ``eventbus
+    <namespace>``), as an operator or a failover does; never another client's."""
+
+    def close() -> int:
+        # (the JSON formatter prints pids in a form close_connection does not take)
+        listed = rabbitmqctl("list_connections", "--no-table-headers", "pid", "client_properties")
+        mine = f'{{"connection_name","eventbus {namespace}"}}'
+        pids = [line.split("\t", 1)[0] for line in listed.splitlines() if mine in line]
+        for pid in pids:
+            rabbitmqctl("close_connection", pid, "test")
+        return len(pids)
+
+    closed = await anyio.to_thread.run_sync(close)
+    assert closed, f"no connection of namespace {namespace} to close"
+    return closed
 
 
 def server_queues(namespace: str) -> dict[str, dict[str, Any]]:
@@ -206,7 +219,9 @@ async def test_followers_attach_while_the_publisher_creates_the_streams(
 # -- 2. forced connection closes -------------------------------------------------------
 
 
-async def test_publish_loop_survives_forced_close(transport: RabbitMQTransport) -> None:
+async def test_publish_loop_survives_forced_close(
+    transport: RabbitMQTransport, namespace: str
+) -> None:
     run = rid()
     size = 5
     progress = asyncio.Event()
@@ -228,7 +243,7 @@ async def test_publish_loop_survives_forced_close(transport: RabbitMQTransport) 
     task = asyncio.create_task(publisher())
     with anyio.fail_after(WAIT):
         await progress.wait()
-        await close_all_connections()
+        await close_connections(namespace)
         closed.set()
         await task
     assert transport._conn is not first_conn, "the connection was not replaced"
@@ -272,7 +287,7 @@ async def test_follow_survives_forced_close(
             follow_task = asyncio.create_task(follow())
             publish_task = asyncio.create_task(publish())
             await halfway.wait()
-            await close_all_connections()
+            await close_connections(namespace)
             await asyncio.gather(follow_task, publish_task)
     finally:
         await follower.aclose()

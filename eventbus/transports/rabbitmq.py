@@ -501,7 +501,10 @@ class RabbitMQTransport:
 
     async def _connect_once(self) -> AbstractConnection:
         try:
-            return await aio_pika.connect(self._url)
+            # named, so that an operator (and the tests) can tell whose connection it is
+            return await aio_pika.connect(
+                self._url, client_properties={"connection_name": f"eventbus {self.namespace}"}
+            )
         except amqp_errors.ProbableAuthenticationError as exc:
             raise AuthenticationError(
                 f"RabbitMQ at {self._safe_url!r} refused the credentials"
