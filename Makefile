@@ -65,7 +65,7 @@ test-lowest: $(UV)  ## codec, equivalence and contract tests on the lowest depen
 	VIRTUAL_ENV=$(LOWEST_VENV) $(UV) pip sync --quiet $(LOWEST_LOCK)
 	VIRTUAL_ENV=$(LOWEST_VENV) EVENTBUS_NO_EXTENSIONS=1 $(UV) pip install --quiet --no-deps -e .
 	$(LOWEST_VENV)/bin/python hatch_build.py
-	$(LOWEST_VENV)/bin/python -m pytest tests/test_codec.py tests/test_equivalence.py \
+	$(LOWEST_VENV)/bin/python -m pytest tests/test_codec.py tests/test_equivalence.py tests/test_graph_equivalence.py \
 		tests/test_transport_contract.py $(PYTEST_ARGS)
 
 lock: $(UV)  ## update uv.lock and requirements-lowest.txt after a pyproject.toml change (keeps other pins)
