@@ -2,17 +2,22 @@
 one JSON line per thing it saw (flushed), so the test can watch it live.
 
     python tests/procs.py worker    URL NS RUN_ID       # publishes a run; prints its local events
-    python tests/procs.py follower  URL NS RUN_ID       # prints the run's remote events, then "end"
+    python tests/procs.py endless   URL NS RUN_ID       # publishes a run that never ends
+    python tests/procs.py follower  URL NS RUN_ID [IDLE] # prints the run's remote events, then
+                                                        # "end", or "lost" (WorkerLostError)
     python tests/procs.py consumer  URL NS GROUP NAME   # prints every group message (acked)
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 from typing import Any
 
 import msgspec
+from langchain_core.callbacks.manager import adispatch_custom_event
+from langchain_core.runnables import RunnableLambda
 from runnables import CASES
 
 import eventbus
@@ -35,11 +40,34 @@ async def worker(url: str, ns: str, run_id: str) -> None:
     emit("done", events=pub.stats.events)
 
 
-async def follower(url: str, ns: str, run_id: str) -> None:
-    async with eventbus.Subscriber(url, ns) as sub:
-        emit("ready")
-        async for ev in sub.astream_events(run_id):
+async def endless(url: str, ns: str, run_id: str) -> None:
+    """A run that emits custom events until the process is killed; "flushed" once the
+    first ten are on the broker."""
+
+    async def ticks(x: Any) -> Any:
+        for i in itertools.count():
+            await adispatch_custom_event("tick", {"i": i})
+            if i == 9:
+                await pub.flush()
+                emit("flushed")
+            await asyncio.sleep(0.002)  # pacing a stream of events, not synchronising
+        return x
+
+    async with eventbus.Publisher(url, ns, heartbeat_interval=0.2) as pub:
+        runnable = RunnableLambda(ticks)
+        async for ev in pub.astream_events(runnable, 0, config={"run_id": run_id}):
             emit("event", event=to_wire(ev))
+
+
+async def follower(url: str, ns: str, run_id: str, idle: str = "30") -> None:
+    async with eventbus.Subscriber(url, ns, idle_timeout=float(idle)) as sub:
+        emit("ready")
+        try:
+            async for ev in sub.astream_events(run_id):
+                emit("event", event=to_wire(ev))
+        except eventbus.WorkerLostError as exc:
+            emit("lost", idle_timeout=exc.idle_timeout)
+            return
     emit("end")
 
 
@@ -53,4 +81,5 @@ async def consumer(url: str, ns: str, group: str, name: str) -> None:
 
 if __name__ == "__main__":
     role, *args = sys.argv[1:]
-    asyncio.run({"worker": worker, "follower": follower, "consumer": consumer}[role](*args))
+    roles = {"worker": worker, "endless": endless, "follower": follower, "consumer": consumer}
+    asyncio.run(roles[role](*args))

@@ -149,7 +149,8 @@ async def test_heartbeats_keep_a_quiet_run_alive(url: str, namespace: str) -> No
 
 
 async def test_dead_worker_is_detected_after_idle_timeout(url: str, namespace: str) -> None:
-    # a "worker" that published two events and died: no end, no heartbeats
+    # a "worker" that published one event and died: no end, no heartbeats (a real worker
+    # killed with SIGKILL: test_processes.py)
     run_id = str(uuid.uuid4())
     t = open_transport(url, namespace)
     await t.connect()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -122,6 +123,52 @@ def test_worker_followers_and_groups_in_separate_processes(kind: str, namespace:
         assert group_events(workers) == local
         shares = [sum(1 for i in w.seen if i.get("run") == run_id) for w in workers]
         assert all(shares), f"both competing consumers should have had work: {shares}"
+    finally:
+        for p in procs:
+            p.stop()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    ],
+)
+def test_sigkilled_worker_leaves_followers_a_gap_free_prefix_then_worker_lost(
+    kind: str, namespace: str
+) -> None:
+    url = broker_url(kind)
+    run_id = str(uuid.uuid4())
+    deadline = time.monotonic() + WAIT
+    procs: list[Proc] = []
+    try:
+        # idle 3 s: 15 missed heartbeats of the worker (0.2 s), so a loaded machine does not
+        # make a live worker look dead
+        followers = [Proc("follower", url, namespace, run_id, "3") for _ in range(2)]
+        procs = [*followers]
+        for p in procs:
+            p.until("ready", deadline)
+        worker = Proc("endless", url, namespace, run_id)
+        procs.append(worker)
+        worker.until("flushed", deadline)  # ten events are on the broker, more are coming
+        worker.popen.send_signal(signal.SIGKILL)
+        worker.popen.wait(timeout=10)
+        assert worker.popen.returncode == -signal.SIGKILL
+        # what the worker saw locally before it died, the unflushed tail included
+        while worker.next(deadline) is not None:
+            pass
+        local = [e["event"] for e in worker.seen if e["kind"] == "event"]
+        assert len(local) >= 11  # the root's start and ten ticks at least
+
+        for f in followers:
+            seen = f.until("lost", deadline)
+            remote = [e["event"] for e in seen if e["kind"] == "event"]
+            # every event published before the kill, in order, none missing: a prefix of
+            # the worker's own stream (it may have emitted a few more that never left it)
+            assert len(remote) >= 11
+            assert remote == local[: len(remote)]
+            assert seen[-1] == {"kind": "lost", "idle_timeout": 3.0}
     finally:
         for p in procs:
             p.stop()
