@@ -206,6 +206,9 @@ async def _tail(args: argparse.Namespace) -> int:
         return await _tail_namespace(args)
     run_id = _run_key(args.run_id)
     async with _subscriber(args, start_timeout=_wait_arg(args.wait)) as sub:
+        # connected: from here on, a run that starts is followed from its first event (a
+        # script can start the run once it reads this line)
+        _err(f"following run {run_id} in namespace {args.namespace!r}")
 
         async def items() -> AsyncIterator[tuple[str | None, StreamEvent]]:
             async with contextlib.aclosing(

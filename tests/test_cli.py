@@ -14,6 +14,7 @@ import threading
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import pytest
@@ -28,6 +29,8 @@ from eventbus._cli import aggregate_runs, build_trace
 from eventbus._cli_render import RunView, runs_table, trace_tree
 from eventbus._codec import from_wire
 from eventbus._demo import ANSWER, CHAIN_ANSWER, chat_chain, research_graph
+from eventbus._wire import End, Event, encode_envelope
+from eventbus.transports import OutFrame, open_transport
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,6 +40,7 @@ BROKERS = [
 ]
 TAIL = [sys.executable, "-m", "eventbus", "tail"]
 UNKNOWN_RUN = "0192f0c6-8f0e-7a51-b1b2-00000000dead"
+DEFAULT_PORTS = {"redis": 6379, "rabbitmq": 5672}
 
 
 def cli(*args: str, timeout: float = 50) -> subprocess.CompletedProcess[str]:
@@ -144,18 +148,23 @@ def test_tail_json_keeps_types(kind: str, namespace: str) -> None:
     assert kinds == {"on_chat_model_start", "on_chat_model_stream", "on_chat_model_end"}
 
 
-@pytest.mark.redis
-def test_tail_follows_a_run_that_starts_later(namespace: str) -> None:
-    url = broker_url("redis")
+@pytest.mark.parametrize("kind", BROKERS)
+def test_tail_follows_a_run_that_starts_later(kind: str, namespace: str) -> None:
+    url = broker_url(kind)
     run_id = str(uuid.uuid4())
-    # tail first: it waits for the run (start_timeout = --wait), then follows it to its end
+    # tail first, and the run only once tail says it is connected and following: the run
+    # has then certainly not started, so tail waits for it (start_timeout = --wait) and
+    # follows it live to its end
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eventbus", "tail", run_id, "--url", url, "-n", namespace],
+        [*TAIL, run_id, "--url", url, "-n", namespace, "--wait", "40"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
+        assert proc.stderr is not None
+        ready = proc.stderr.readline()  # bounded by the test's timeout mark
+        assert f"following run {run_id}" in ready, ready
 
         async def go() -> int:
             async with eventbus.Publisher(url, namespace) as pub:
@@ -169,7 +178,95 @@ def test_tail_follows_a_run_that_starts_later(namespace: str) -> None:
             proc.kill()
             proc.wait(timeout=10)
     assert proc.returncode == 0, err
-    assert len(json_lines(out)) == published
+    events = [from_wire(e) for e in json_lines(out)]
+    assert len(events) == published
+    assert tokens_of(events) == CHAIN_ANSWER
+
+
+def _publish_frames(url: str, namespace: str, run_id: str, records: list[list[Any]]) -> None:
+    """Publish hand-written frames (one per list of records), as a worker would."""
+
+    async def go() -> None:
+        t = open_transport(url, namespace)
+        await t.connect()
+        try:
+            frames = [encode_envelope("msgpack", namespace, run_id, "p", r) for r in records]
+            await t.publish([OutFrame(run_id, f) for f in frames])
+        finally:
+            await t.aclose()
+
+    asyncio.run(go())
+
+
+def _event(run_id: str, n: int) -> dict[str, Any]:
+    """The n-th event of a hand-written run: its start first, as in every real run."""
+    kind, data = ("on_chain_start", {"input": n}) if n == 1 else ("on_chain_stream", {"chunk": n})
+    return {"event": kind, "run_id": run_id, "name": "r", "tags": [], "metadata": {},
+            "data": data, "parent_ids": []}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+def test_exit_codes_of_runs_that_did_not_end_normally(kind: str, namespace: str) -> None:
+    url = broker_url(kind)
+    common = ["--url", url, "-n", namespace, "--json"]
+
+    # cancelled: the worker's consumer stopped iterating after the first event
+    cancelled = str(uuid.uuid4())
+
+    async def cancel() -> None:
+        async with eventbus.Publisher(url, namespace) as pub:
+            events = pub.astream_events(chat_chain(pause=0), {"q": "ants?"},
+                                        config={"run_id": cancelled})  # fmt: skip
+            async for _ in events:
+                break
+            await events.aclose()
+            await pub.flush()
+
+    asyncio.run(cancel())
+    result = cli("tail", cancelled, *common)
+    assert result.returncode == 1, result.stderr
+    assert "was cancelled in the worker" in result.stderr
+    assert [e["event"] for e in json_lines(result.stdout)] == ["on_chain_start"]
+
+    # worker lost: one event, then silence (no end, no heartbeat) for longer than --idle
+    lost = str(uuid.uuid4())
+    _publish_frames(url, namespace, lost, [[Event(1, 0.0, _event(lost, 1))]])
+    result = cli("tail", lost, *common, "--idle", "1")
+    assert result.returncode == 1, result.stderr
+    assert "presumed dead" in result.stderr
+    assert [e["data"] for e in json_lines(result.stdout)] == [{"input": 1}]
+
+    # sequence gap: events 2 and 3 are missing (trimmed by retention)
+    gap = str(uuid.uuid4())
+    first = [Event(1, 0.0, _event(gap, 1))]
+    _publish_frames(url, namespace, gap, [first, [Event(4, 0.0, _event(gap, 4)), End(5, 0.0)]])
+    for command in ("tail", "replay", "trace"):
+        result = cli(command, gap, *common)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "expected event #2 but the stream continues at #4" in result.stderr, command
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+def test_wrong_credentials_exit_2_without_the_password(kind: str) -> None:
+    parts = urlsplit(broker_url(kind))
+    secret = f"wrong-{uuid.uuid4().hex[:8]}"
+    user = parts.username or ("guest" if kind == "rabbitmq" else "")
+    bad = urlunsplit(
+        (
+            parts.scheme,
+            f"{user}:{secret}@{parts.hostname}:{parts.port or DEFAULT_PORTS[kind]}",
+            parts.path,
+            parts.query,
+            "",
+        )
+    )
+    for command in (["tail", UNKNOWN_RUN], ["runs"], ["replay", UNKNOWN_RUN]):
+        result = cli(*command, "--url", bad)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "check the user and password" in result.stderr, result.stderr
+        assert secret not in result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("kind", BROKERS)
