@@ -16,6 +16,7 @@ import socket
 import uuid
 import warnings
 from collections.abc import Iterator
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -125,9 +126,14 @@ def broker_url(kind: str) -> str:
         container_url = _from_container(kind)
         if container_url:
             return container_url
-    message = f"{kind} broker not reachable at {url} (set {ENV_VARS[kind]})"
+    skip_unless_required(f"{kind} broker not reachable at {url} (set {ENV_VARS[kind]})")
+
+
+def skip_unless_required(message: str) -> NoReturn:
+    """Skip a test whose environment is missing, or fail it under
+    ``EVENTBUS_REQUIRE_BROKERS=1`` (CI), where everything a test needs must be there."""
     if os.environ.get("EVENTBUS_REQUIRE_BROKERS") == "1":
-        pytest.fail(message)
+        pytest.fail(f"{message} (EVENTBUS_REQUIRE_BROKERS=1: not skipped)")
     pytest.skip(message)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import aio_pika
 import anyio
 import pytest
-from conftest import broker_url
+from conftest import broker_url, skip_unless_required
 
 from eventbus import AuthenticationError, ConfigurationError, ConnectError, PublishError
 from eventbus.transports import Delivery, Entry, GroupOptions, OutFrame, open_transport
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def rabbitmqctl(*args: str) -> str:
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not on the PATH")
+        skip_unless_required("rabbitmqctl is not on the PATH")
     done = subprocess.run(
         ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
     )

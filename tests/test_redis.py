@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from conftest import broker_url
+from conftest import broker_url, skip_unless_required
 
 from eventbus import (
     AuthenticationError,
@@ -384,7 +384,7 @@ async def test_sigkilled_consumer_entries_go_to_the_survivor(url: str, namespace
 def scratch_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme == "unix":
-        pytest.skip("the FLUSHDB test needs a redis:// URL to pick a scratch database")
+        skip_unless_required("the FLUSHDB test needs a redis:// URL to pick a scratch database")
     db = os.environ.get("EVENTBUS_TEST_REDIS_SCRATCH_DB", "14")
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
@@ -443,7 +443,7 @@ async def test_flushdb_under_a_consumer(namespace: str) -> None:
 async def test_wrong_password_is_an_authentication_error(url: str, namespace: str) -> None:
     parts = urlsplit(url)
     if parts.scheme == "unix":
-        pytest.skip("needs a redis:// URL")
+        skip_unless_required("needs a redis:// URL")
     secret = "s3cr3t-Pw-9f2c"
     host = parts.hostname or "127.0.0.1"
     bad = f"{parts.scheme}://:{secret}@{host}:{parts.port or 6379}{parts.path}"
@@ -488,7 +488,7 @@ async def test_bad_options_are_configuration_errors(
 async def test_bad_database_is_a_configuration_error(url: str, namespace: str) -> None:
     parts = urlsplit(url)
     if parts.scheme == "unix":
-        pytest.skip("needs a redis:// URL")
+        skip_unless_required("needs a redis:// URL")
     t = open_transport(urlunsplit((parts.scheme, parts.netloc, "/999", "", "")), namespace)
     with anyio.fail_after(WAIT), pytest.raises(ConfigurationError):
         await t.connect()
@@ -607,7 +607,7 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None], Cal
     """A redis-server of our own on a free port: (url, start, stop)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed")
+        skip_unless_required("redis-server is not installed")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
