@@ -20,6 +20,14 @@ from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import settings
+
+# Property tests: in CI (``CI`` set, as CI services and .ci/run do) the examples are
+# derived from each test's name, so a run says the same thing every time; anywhere, a
+# failure prints the blob that reproduces it (``@reproduce_failure``)
+settings.register_profile("ci", derandomize=True, print_blob=True, database=None)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 DEFAULT_URLS = {
     "redis": "redis://127.0.0.1:6379/15",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from conftest import broker_url, skip_unless_required
+from hypothesis import settings
 
 
 def test_a_missing_environment_skips_locally_and_fails_under_ci(
@@ -20,3 +23,9 @@ def test_a_missing_environment_skips_locally_and_fails_under_ci(
     monkeypatch.setenv("EVENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:1/0")
     with pytest.raises(pytest.fail.Exception, match="redis broker not reachable"):
         broker_url("redis")
+
+
+def test_property_tests_are_reproducible_in_ci() -> None:
+    current = settings()
+    assert current.print_blob
+    assert current.derandomize == bool(os.environ.get("CI"))
