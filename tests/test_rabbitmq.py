@@ -406,7 +406,9 @@ async def test_killed_consumer_process_loses_nothing(
                 break
     assert got == dict.fromkeys(names, 2)
 
-    # job-0 was delivered twice and never acked: it goes to the dead letters, not to us
+    # job-0 was delivered twice and never acked: it goes to the dead letters, not to us.
+    # Each probe watches 0.5 s (the visibility timeout) for a delivery that must not come;
+    # the probes follow each other until the frame is dead, so a wrong one lands in a probe
     with anyio.fail_after(WAIT):
         while not await transport.dead_letters(group):
             probe = asyncio.create_task(take_one(transport, group, opts))

@@ -207,7 +207,7 @@ async def test_a_refused_or_cancelled_batch_leaves_publishing_in_step(
         big = b"x" * 200_000
         for i in range(20):
             task = asyncio.create_task(t.publish([OutFrame(good, big), OutFrame(good, big)]))
-            for _ in range(i % 4):
+            for _ in range(i % 4):  # cancel at a different point of the batch each time
                 await asyncio.sleep(0)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -247,7 +247,7 @@ async def test_follow_survives_killed_connections(
         nonlocal kills
         while not done.is_set():
             kills += await kill_clients(raw, name)
-            await anyio.sleep(0.01)
+            await anyio.sleep(0.01)  # pacing the kills, not synchronising
 
     try:
         done = anyio.Event()
@@ -563,8 +563,11 @@ async def test_prefetch_bounds_unacked_deliveries(url: str, namespace: str) -> N
         await t.aclose()
 
 
-async def test_close_stops_followers_consumers_and_publishing(url: str, namespace: str) -> None:
-    t = await opened(url, namespace)
+async def test_close_stops_followers_consumers_and_publishing(
+    url: str, namespace: str, raw: aioredis.Redis
+) -> None:
+    name = f"{namespace}-closing"
+    t = await opened(url, namespace, client_name=name)
     run = rid()
 
     async def follow() -> None:
@@ -576,7 +579,18 @@ async def test_close_stops_followers_consumers_and_publishing(url: str, namespac
             pass
 
     tasks = [asyncio.create_task(follow()), asyncio.create_task(consume())]
-    await asyncio.sleep(0.1)  # let them block first; the outcome does not depend on it
+    # close them while they are blocked in XREAD / XREADGROUP on the server (what the
+    # server says, polled: the transport has no readiness signal of its own)
+    with anyio.fail_after(WAIT):
+        while True:
+            blocked = {
+                c["cmd"]
+                for c in await raw.client_list()
+                if c.get("name") == name and "b" in c.get("flags", "")
+            }
+            if {"xread", "xreadgroup"} <= blocked:
+                break
+            await asyncio.sleep(0.01)  # a bounded poll of the server's state
     await t.aclose()
     with anyio.fail_after(5):
         for task in tasks:
@@ -699,7 +713,7 @@ async def test_redis_restart_without_persistence(
                         stop()  # SIGKILL: everything in memory is gone
                         asyncio.get_running_loop().call_later(1.0, start)
                     await pub.publish([OutFrame(run, b"%d" % i)])  # blocks through the outage
-                    await anyio.sleep(0.01)
+                    await anyio.sleep(0.01)  # pacing, so reads interleave with publishes
                 await all_consumed.wait()
                 await all_followed.wait()
                 tg.cancel_scope.cancel()

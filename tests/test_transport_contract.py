@@ -75,7 +75,10 @@ async def test_follow_replays_in_order_and_resumes_inclusive(transport: Transpor
 async def test_follow_waits_for_a_run_that_has_not_started(transport: Transport) -> None:
     run = rid()
     task = asyncio.create_task(take_follow(transport, run, 3))
-    await asyncio.sleep(0)  # let the follower block first; correctness does not depend on it
+    # let the follower start reading before the first frame exists: the frames then
+    # arrive while it waits (a follower that started late would replay them, and the
+    # assertion below would hold too, so the test cannot pass by luck, only cover less)
+    await asyncio.sleep(0)
     for i in range(3):
         await transport.publish([OutFrame(run, b"x%d" % i)])
     entries = await task
@@ -163,7 +166,10 @@ async def test_unacked_frame_is_redelivered_then_dead_lettered(transport: Transp
     # c1 "crashed" holding poison: c2 gets it again after the visibility timeout
     again = await take_group(transport, "dlq", "c2", 1, opts, ack=False)
     assert again[0].data == b"poison" and again[0].deliveries == 2
-    # not acked again: max_deliveries reached, so it goes to the dead letters
+    # not acked again: max_deliveries reached, so it goes to the dead letters. Each probe
+    # consumer watches 0.2 s for a delivery that must not come; the probes follow each
+    # other with no gap but a task switch until the frame is dead, and a wrong redelivery
+    # would come once the 0.3 s visibility timeout passed, so it would land in a probe
     with anyio.fail_after(WAIT):
         while not await transport.dead_letters("dlq"):
             nothing = asyncio.create_task(take_group(transport, "dlq", "c2", 1, opts, ack=False))
