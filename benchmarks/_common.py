@@ -152,6 +152,16 @@ def percentile(sorted_xs: Sequence[float], q: float) -> float:
     return sorted_xs[k]
 
 
+def per_rep_ratios(a: Case, b: Case, key: str) -> list[float]:
+    """``a``'s sample over ``b``'s, repetition by repetition (both ran in each repetition,
+    back to back): what a target is judged on, not the ratio of the two medians. Empty
+    when either case lost repetitions (an error): then they are not aligned."""
+    xs, ys = a.samples.get(key, []), b.samples.get(key, [])
+    if not xs or len(xs) != len(ys) or a.error or b.error:
+        return []
+    return [x / y for x, y in zip(xs, ys, strict=True) if y]
+
+
 @dataclass
 class Case:
     """One measured thing: ``once()`` runs one repetition and returns its sample(s)."""
