@@ -9,19 +9,23 @@ repetition:
 * ``Subscriber.follow`` replays the run from its first event to its end;
 * ``Subscriber.consume`` with a fresh consumer group (``start="first"``), one consumer,
   acking every message, until the run's end record;
-* raw baselines holding one event per broker message, as a hand-rolled bridge does:
-  Redis ``XREAD COUNT 1000`` (follower) and ``XREADGROUP COUNT 1000`` + ``XACK`` of each
-  page (group); RabbitMQ: aio-pika consuming a stream queue from its first offset with a
-  manual ack per message (follower) and a quorum queue, prefetch 100, ack per message
-  (group). The raw baselines do **not** decode anything: they are the broker + client
-  ceiling for one message per event; eventbus' figures include decoding and rebuilding
-  every ``AIMessageChunk``.
+* raw baselines that **decode and rebuild** every event, as eventbus does (the "x raw"
+  column, per repetition: median (min-max)): Redis ``XREAD COUNT 1000`` of eventbus' own
+  run stream (the same packed entries) and ``XREADGROUP COUNT 1000`` + ``XACK`` of its
+  namespace stream, each entry decoded with eventbus' ``decode_envelope`` (the
+  subscriber's decoder: every ``AIMessageChunk`` rebuilt); the hand-rolled reader of one
+  event per entry, msgspec decode and ``AIMessageChunk(**chunk)``; RabbitMQ: aio-pika
+  consuming a stream queue of the same packed frames (250 events each) from its first
+  offset, manual ack, each frame decoded with ``decode_envelope``;
+* the raw readers of one event per message that decode **nothing** (the previous
+  baselines, "no decoding"): the broker + client ceiling, kept for comparison.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import statistics
 import time
 import uuid
 from typing import Any
@@ -40,22 +44,23 @@ from ._common import (
     interleaved,
     md_table,
     note,
+    per_rep_ratios,
     spread,
     token_events,
     unavailable,
 )
-from .publish import _frames
+from .publish import _frames, _Packer
 
 
 def _eventbus_cases(
-    broker: str, events: list[dict[str, Any]], namespaces: dict[str, str]
+    broker: str, events: list[dict[str, Any]], namespaces: dict[str, str], holder: dict[str, Any]
 ) -> list[Case]:
     from eventbus import Publisher, Subscriber
 
     ns = fresh("con")
     namespaces[broker] = ns
     url = URLS[broker] if broker != "memory" else f"memory://{ns}"
-    holder: dict[str, Any] = {}
+    holder["ns"] = ns
     n = len(events)
 
     async def setup() -> None:
@@ -66,6 +71,8 @@ def _eventbus_cases(
         holder["sub"] = await Subscriber(
             url, namespace=ns, idle_timeout=30, start_timeout=30
         ).connect()
+
+    holder["setup"] = setup  # the raw readers of eventbus' own streams need the run first
 
     async def follow() -> dict[str, float]:
         count = 0
@@ -186,9 +193,14 @@ def _redis_raw(frames: list[bytes], prefix: str) -> list[Case]:
             await client.aclose()
 
     cases = [
-        Case("raw XREAD COUNT 1000", follow, {"broker": "redis", "mode": "follower"}, setup),
         Case(
-            "raw XREADGROUP COUNT 1000 + XACK",
+            "raw XREAD COUNT 1000, 1 event/entry, no decoding",
+            follow,
+            {"broker": "redis", "mode": "follower"},
+            setup,
+        ),
+        Case(
+            "raw XREADGROUP COUNT 1000 + XACK, 1 event/entry, no decoding",
             group,
             {"broker": "redis", "mode": "group"},
             setup,
@@ -203,13 +215,151 @@ def _redis_raw(frames: list[bytes], prefix: str) -> list[Case]:
     return cases
 
 
-def _rabbit_raw(frames: list[bytes], queues: list[str]) -> list[Case]:
+def _decode_all(data: bytes) -> int:
+    """Decode one packed frame as the subscriber does; the number of events in it."""
+    from eventbus._wire import Event, decode_envelope
+
+    count = 0
+    for record in decode_envelope(data, max_bytes=64 << 20).records:
+        if type(record) is Event:
+            count += 1
+            assert record.event["data"]["chunk"].content
+    return count
+
+
+def _redis_decoding(
+    events: list[dict[str, Any]], eventbus: dict[str, Any], prefix: str, n_raw: int
+) -> list[Case]:
+    import msgspec
+    import redis.asyncio as aioredis
+    from langchain_core.messages import AIMessageChunk
+
+    from .publish import model_dump_encoder
+
+    holder: dict[str, Any] = {}
+    n = len(events)
+    hand_key = f"{prefix}:hand"
+
+    async def setup() -> None:
+        if "client" in holder:
+            return
+        holder["client"] = client = aioredis.Redis.from_url(REDIS_URL, protocol=2)
+        encode = model_dump_encoder().encode
+        for i in range(0, n_raw, 1000):
+            async with client.pipeline(transaction=False) as pipe:
+                for e in events[i : min(i + 1000, n_raw)]:
+                    pipe.xadd(hand_key, {"data": encode(e)})
+                await pipe.execute()
+
+    async def follow() -> dict[str, float]:
+        await eventbus["setup"]()
+        key = f"eventbus:{{{eventbus['ns']}:{eventbus['run']}}}:run"
+        client, last, count = holder["client"], "0-0", 0
+        t0 = time.perf_counter()
+        for _ in range(n):  # bounded: at least one entry per round
+            reply = await client.xread({key: last}, count=1000)
+            if not reply:
+                break
+            page = reply[0][1]
+            for _id, fields in page:
+                count += _decode_all(fields[b"data"])
+            last = page[-1][0]
+            if count >= n:
+                break
+        elapsed = time.perf_counter() - t0
+        if count != n:
+            raise RuntimeError(f"decoded {count} of {n}")
+        return {"events_per_s": n / elapsed}
+
+    async def group() -> dict[str, float]:
+        await eventbus["setup"]()
+        key = f"eventbus:{{{eventbus['ns']}}}:events"
+        client, count = holder["client"], 0
+        g = f"g{uuid.uuid4().hex[:8]}"
+        await client.xgroup_create(key, g, id="0")
+        t0 = time.perf_counter()
+        for _ in range(n):
+            reply = await client.xreadgroup(g, "c1", {key: ">"}, count=1000)
+            if not reply:
+                break
+            ids = []
+            for entry_id, fields in reply[0][1]:
+                count += _decode_all(fields[b"data"])
+                ids.append(entry_id)
+            await client.xack(key, g, *ids)
+            if count >= n:
+                break
+        elapsed = time.perf_counter() - t0
+        await client.xgroup_destroy(key, g)
+        if count != n:
+            raise RuntimeError(f"decoded {count} of {n}")
+        return {"events_per_s": n / elapsed}
+
+    async def hand() -> dict[str, float]:
+        client, last, count = holder["client"], "0-0", 0
+        decode = msgspec.msgpack.Decoder().decode
+        t0 = time.perf_counter()
+        for _ in range(n_raw):
+            reply = await client.xread({hand_key: last}, count=1000)
+            if not reply:
+                break
+            page = reply[0][1]
+            for _id, fields in page:
+                event = decode(fields[b"data"])
+                event["data"]["chunk"] = AIMessageChunk(**event["data"]["chunk"])
+                count += 1
+            last = page[-1][0]
+            if count >= n_raw:
+                break
+        elapsed = time.perf_counter() - t0
+        if count != n_raw:
+            raise RuntimeError(f"decoded {count} of {n_raw}")
+        return {"events_per_s": n_raw / elapsed}
+
+    async def teardown() -> None:
+        client = holder.pop("client", None)
+        if client is not None:
+            await client.delete(hand_key)
+            await client.aclose()
+
+    cases = [
+        Case(
+            "raw XREAD COUNT 1000 of eventbus' run stream + decode_envelope",
+            follow,
+            {"broker": "redis", "mode": "follower", "events": n, "decodes": True},
+            setup,
+        ),
+        Case(
+            "hand-rolled XREAD COUNT 1000, 1 event/entry, msgspec + AIMessageChunk(**d)",
+            hand,
+            {"broker": "redis", "mode": "follower", "events": n_raw, "decodes": True},
+            setup,
+        ),
+        Case(
+            "raw XREADGROUP COUNT 1000 + XACK of eventbus' stream + decode_envelope",
+            group,
+            {"broker": "redis", "mode": "group", "events": n, "decodes": True},
+            setup,
+            teardown,
+        ),
+    ]
+    why = unavailable("redis")
+    for c in cases:
+        if why:
+            setattr(c, why[0], why[1])
+    return cases
+
+
+def _rabbit_raw(
+    frames: list[bytes], packed: list[bytes], n_packed: int, queues: list[str]
+) -> list[Case]:
     import aio_pika
 
     holder: dict[str, Any] = {}
     stream = f"bench-con-stream-{uuid.uuid4().hex[:10]}"
     quorum = f"bench-con-quorum-{uuid.uuid4().hex[:10]}"
-    queues += [stream, quorum]
+    packed_stream = f"bench-con-packed-{uuid.uuid4().hex[:10]}"
+    queues += [stream, quorum, packed_stream]
     n = len(frames)
 
     async def setup() -> None:
@@ -220,6 +370,7 @@ def _rabbit_raw(frames: list[bytes], queues: list[str]) -> list[Case]:
         ch = await conn.channel(publisher_confirms=True)
         await ch.declare_queue(stream, durable=True, arguments={"x-queue-type": "stream"})
         await ch.declare_queue(quorum, durable=True, arguments={"x-queue-type": "quorum"})
+        await ch.declare_queue(packed_stream, durable=True, arguments={"x-queue-type": "stream"})
         for i in range(0, n, 200):
             await asyncio.gather(
                 *(
@@ -227,9 +378,18 @@ def _rabbit_raw(frames: list[bytes], queues: list[str]) -> list[Case]:
                     for d in frames[i : i + 200]
                 )
             )
+        await asyncio.gather(
+            *(ch.default_exchange.publish(aio_pika.Message(d), packed_stream) for d in packed)
+        )
         await ch.close()
 
-    async def drain(queue_name: str, prefetch: int, args: dict[str, Any] | None) -> float:
+    async def drain(
+        queue_name: str,
+        prefetch: int,
+        args: dict[str, Any] | None,
+        decode: bool = False,
+        expected: int = n,
+    ) -> float:
         await setup()
         conn = holder["conn"]
         ch = await conn.channel()
@@ -240,9 +400,9 @@ def _rabbit_raw(frames: list[bytes], queues: list[str]) -> list[Case]:
 
         async def on_message(message: Any) -> None:
             nonlocal count
+            count += _decode_all(message.body) if decode else 1
             await message.ack()
-            count += 1
-            if count >= n and not done.done():
+            if count >= expected and not done.done():
                 done.set_result(None)
 
         t0 = time.perf_counter()
@@ -254,10 +414,14 @@ def _rabbit_raw(frames: list[bytes], queues: list[str]) -> list[Case]:
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
             await ch.close()
-        return n / elapsed
+        return expected / elapsed
 
     async def follow() -> dict[str, float]:
         return {"events_per_s": await drain(stream, 1000, {"x-stream-offset": "first"})}
+
+    async def follow_decoding() -> dict[str, float]:
+        rate = await drain(packed_stream, 10, {"x-stream-offset": "first"}, True, n_packed)
+        return {"events_per_s": rate}
 
     async def fill_quorum() -> None:
         await setup()
@@ -282,13 +446,19 @@ def _rabbit_raw(frames: list[bytes], queues: list[str]) -> list[Case]:
 
     cases = [
         Case(
-            "raw aio-pika stream queue, ack each (prefetch 1000)",
+            "raw aio-pika stream queue of packed frames (x250) + decode_envelope, ack each",
+            follow_decoding,
+            {"broker": "rabbitmq", "mode": "follower", "events": n_packed, "decodes": True},
+            setup,
+        ),
+        Case(
+            "raw aio-pika stream queue, 1 event/message, ack each, no decoding",
             follow,
             {"broker": "rabbitmq", "mode": "follower"},
             setup,
         ),
         Case(
-            "raw aio-pika quorum queue, ack each (prefetch 100)",
+            "raw aio-pika quorum queue, 1 event/message, ack each, no decoding",
             group,
             {"broker": "rabbitmq", "mode": "group"},
             setup,
@@ -297,7 +467,7 @@ def _rabbit_raw(frames: list[bytes], queues: list[str]) -> list[Case]:
     ]
     why = unavailable("rabbitmq")
     for c in cases:
-        c.labels["events"] = n
+        c.labels.setdefault("events", n)
         if why and why[0] == "error":
             c.error = why[1]
     return cases
@@ -307,14 +477,18 @@ async def _run(quick: bool) -> list[Row]:
     n, n_raw, repeats = (3_000, 2_000, 3) if quick else (30_000, 10_000, 5)
     events = token_events(n)
     frames = _frames(events[:n_raw])
+    packer = _Packer()
+    packed = packer.frames(events)
     namespaces: dict[str, str] = {}
     prefix = fresh("con-raw")
     queues: list[str] = []
+    redis_eb: dict[str, Any] = {}
     cases = [
-        *_eventbus_cases("redis", events, namespaces),
+        *_eventbus_cases("redis", events, namespaces, redis_eb),
+        *_redis_decoding(events, redis_eb, prefix, n_raw),
         *_redis_raw(frames, prefix),
-        *_eventbus_cases("rabbitmq", events, namespaces),
-        *_rabbit_raw(frames, queues),
+        *_eventbus_cases("rabbitmq", events, namespaces, {}),
+        *_rabbit_raw(frames, packed, len(events), queues),
     ]
     try:
         await interleaved(cases, repeats, timeout=300, warmup=not quick)
@@ -324,18 +498,23 @@ async def _run(quick: bool) -> list[Row]:
         await cleanup("redis", prefix)
         await cleanup("rabbitmq", "", queues)
     rows = [case_row(c) for c in cases]
-    for r in rows:
-        for other in rows:
-            if (
-                other is not r
-                and other.get("broker") == r.get("broker")
-                and other.get("mode") == r.get("mode")
-                and r["case"].startswith("eventbus")
-                and not other["case"].startswith("eventbus")
-                and r.get("events_per_s")
-                and other.get("events_per_s")
-            ):
-                r["vs_raw"] = r["events_per_s"] / other["events_per_s"]
+    for r, c in zip(rows, cases, strict=True):
+        if not c.name.startswith("eventbus"):
+            continue
+        same = [
+            (o, oc)
+            for o, oc in zip(rows, cases, strict=True)
+            if oc.name.startswith("raw")
+            and o.get("broker") == r.get("broker")
+            and o.get("mode") == r.get("mode")
+        ]
+        for o, oc in same:
+            key = "vs_raw" if o.get("decodes") else "vs_raw_nodecode"
+            ratios = per_rep_ratios(c, oc, "events_per_s")
+            if ratios and key not in r:
+                r[key] = statistics.median(ratios)
+                r[f"{key}_min"], r[f"{key}_max"] = min(ratios), max(ratios)
+                r[f"{key}_of"] = oc.name
     return rows
 
 
@@ -351,7 +530,8 @@ def table(results: list[Row]) -> str:
         "events/rep",
         "events/s, median (min\u2013max)",
         "µs/event",
-        "x raw",
+        "x raw that decodes, per rep: median (min\u2013max)",
+        "x raw, no decoding (old baseline)",
         "note",
     ]
     lines = []
@@ -365,7 +545,8 @@ def table(results: list[Row]) -> str:
                 fmt(r.get("events")),
                 spread(r, "events_per_s", 0),
                 fmt(1e6 / eps, 1) if eps else "",
-                fmt(r.get("vs_raw"), 2),
+                spread(r, "vs_raw", 2),
+                fmt(r.get("vs_raw_nodecode"), 2),
                 note(r),
             ]
         )
