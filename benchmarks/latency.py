@@ -3,8 +3,12 @@
     python -m benchmarks latency [--quick]
 
 At 100, 1,000 and 10,000 events/s (quick: 1,000 only, short runs), the publisher stamps
-``time.time_ns()`` into a custom event (``on_custom_event`` with ``data={"t_ns": ...}``)
-the moment it hands it to eventbus (``Publisher._emit_event``, the path every event of
+into a custom event (``on_custom_event`` with ``data={"t_ns": ...}``) the wall-clock time
+the event was **due** by the schedule (start + i / rate), not the time it was actually
+sent: a publisher that falls behind makes its later events late, and that delay is counted
+(no coordinated omission). A row whose achieved rate fell short of the target rate by
+more than 5% is flagged and not judged. It hands the event to eventbus
+(``Publisher._emit_event``, the path every event of
 ``Publisher.run`` takes: encode, buffer, the writer's linger, the broker round trip), and
 a follower process (``benchmarks._latency_follower``, ``Subscriber.follow``) computes the
 delta when the event is yielded to it, rebuilt. LangChain's own callback latency is not
@@ -20,7 +24,8 @@ the four modes are interleaved, one at a time (the others wait, idle).
 p999 of a run with fewer than 1,000 events is close to its maximum. "After the first
 100 ms" leaves out the events stamped in a run's first 100 ms, which also wait for what a
 broker does once per run (RabbitMQ: creating and binding the run's stream queue, and its
-first publisher confirms); the target is judged on every event.
+first publisher confirms); the target is judged on every event, on the worst of the
+repetitions' p99.
 """
 
 from __future__ import annotations
@@ -54,14 +59,16 @@ TARGETS = {"redis": 5_000.0, "rabbitmq": 10_000.0}  # p99 µs at 1,000 events/s
 
 
 async def _paced(n: int, rate: float, send: Any) -> float:
-    """Call ``send(i)`` n times at ``rate`` per second (bursts of what is due); the
-    achieved rate."""
+    """Call ``send(i, due_ns)`` n times at ``rate`` per second (bursts of what is due),
+    ``due_ns``: the wall-clock time event i was scheduled for; the achieved rate."""
     t0 = time.perf_counter()
+    t0_ns = time.time_ns()
+    step_ns = 1e9 / rate
     i = 0
     while i < n:
         due = min(n, int((time.perf_counter() - t0) * rate) + 1)
         while i < due:
-            await send(i)
+            await send(i, t0_ns + int(i * step_ns))
             i += 1
         delay = t0 + i / rate - time.perf_counter()
         if delay > 0:
@@ -214,7 +221,7 @@ async def _run(quick: bool) -> list[Row]:
                         run = pub._open_run(name)
 
                         async def send(
-                            i: int, pub: Any = pub, run: Any = run, rid: str = name
+                            i: int, due_ns: int, pub: Any = pub, run: Any = run, rid: str = name
                         ) -> None:
                             pub._emit_event(
                                 run,
@@ -224,7 +231,7 @@ async def _run(quick: bool) -> list[Row]:
                                     "run_id": rid,
                                     "tags": [],
                                     "metadata": {},
-                                    "data": {"t_ns": time.time_ns(), "i": i},
+                                    "data": {"t_ns": due_ns, "i": i},
                                     "parent_ids": [],
                                 },
                             )
@@ -236,8 +243,10 @@ async def _run(quick: bool) -> list[Row]:
                     elif m == "raw redis":
                         client = resources[m]
 
-                        async def send(i: int, client: Any = client, key: str = name) -> None:
-                            await client.xadd(key, {"data": str(time.time_ns())})
+                        async def send(
+                            i: int, due_ns: int, client: Any = client, key: str = name
+                        ) -> None:
+                            await client.xadd(key, {"data": str(due_ns)})
 
                         rate_done = await asyncio.wait_for(_paced(n, rate, send), 120)
                         await client.xadd(name, {"data": b"end"})
@@ -248,9 +257,9 @@ async def _run(quick: bool) -> list[Row]:
                         mode = 2 if m.endswith("stream") else 1  # persistent, as eventbus'
 
                         async def send(
-                            i: int, ex: Any = ex, q: str = name, mode: int = mode
+                            i: int, due_ns: int, ex: Any = ex, q: str = name, mode: int = mode
                         ) -> None:
-                            body = str(time.time_ns()).encode()
+                            body = str(due_ns).encode()
                             await ex.publish(aio_pika.Message(body, delivery_mode=mode), q)
 
                         rate_done = await asyncio.wait_for(_paced(n, rate, send), 120)
@@ -300,11 +309,18 @@ async def _run(quick: bool) -> list[Row]:
                         row[f"{key}_min"], row[f"{key}_max"] = min(xs), max(xs)
                 row["repeats"] = len(per_run)
                 rates = achieved.get((m, rate), [])
+                short = False
                 if rates:
                     row["achieved_rate"] = statistics.median(rates)
+                    if min(rates) < 0.95 * rate:
+                        short = True
+                        row["note"] = (
+                            f"**rate not reached**: {min(rates):,.0f}/s at worst of "
+                            f"{rate:,}/s: the publisher fell behind (its delay is counted)"
+                        )
                 if m.startswith("eventbus") and rate == 1000 and "p99_us" in row:
                     row["target"] = f"p99 ≤{TARGETS[broker] / 1000:g} ms"
-                    row["met"] = row["p99_us"] <= TARGETS[broker]
+                    row["met"] = not short and row["p99_us_max"] <= TARGETS[broker]
             rows.append(row)
     return rows
 
@@ -335,7 +351,7 @@ def table(results: list[Row]) -> str:
         "p99.9 ms",
         "max ms",
         "p99 ms after the first 100 ms",
-        "target (p99 of all events)",
+        "target (p99 of all events, worst repetition)",
         "note",
     ]
     lines = []
