@@ -4,8 +4,9 @@
 
 Every scenario writes ``benchmarks/results/<scenario>.json`` (rows, machine, timings) and
 ``benchmarks/results/<scenario>.md`` (its table), and prints the table. ``--write-md``
-rewrites ``BENCHMARKS.md`` from the result files of the scenarios (the ones just run and,
-for the others, their last results). A scenario that fails reports the error in a row
+rewrites ``BENCHMARKS.md`` and the generated performance block of ``README.md`` from the
+result files of the scenarios (the ones just run and, for the others, their last results).
+A scenario that fails reports the error in a row
 and the suite goes on; with ``--quick`` (the CI smoke run) the exit code is 1 if any
 scenario crashed or any row has an error (a *skipped* row is not an error).
 """
@@ -23,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import codec, consume, latency, overhead, publish, scale
+from . import _readme, codec, consume, latency, overhead, publish, scale
 from ._common import describe, machine_description
 
 SCENARIOS = {
@@ -120,7 +121,8 @@ def write_md(docs: dict[str, dict[str, Any]]) -> None:
     m = first["machine"]
     pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
     brokers = ", ".join(f"{k} {v}" for k, v in m.get("brokers", {}).items())
-    quick = any(d["quick"] for d in docs.values())
+    quick = [name for name, d in docs.items() if d["quick"]]
+    full = [name for name, d in docs.items() if not d["quick"]]
     lines = [
         "# Benchmarks",
         "",
@@ -138,9 +140,9 @@ def write_md(docs: dict[str, dict[str, Any]]) -> None:
         "  tens of percent between runs; every eventbus figure is interleaved, repetition by",
         "  repetition, with its baselines in the same process and the same minute, so the",
         "  ratios are more stable than the absolute figures.",
-        f"* {'**quick run** (CI smoke sizes)' if quick else 'full run'}; every cell is the"
-        " median over"
-        " repetitions, with (min\u2013max) where shown.",
+        f"* full runs: {', '.join(full) or 'none'}; **quick runs** (CI smoke sizes, noisy):"
+        f" {', '.join(quick) or 'none'}; every cell is the median over repetitions, with"
+        " (min\u2013max) where shown.",
         "",
     ]
     for name, doc in docs.items():
@@ -158,6 +160,8 @@ def write_md(docs: dict[str, dict[str, Any]]) -> None:
             "",
         ]
     BENCHMARKS_MD.write_text("\n".join(lines))
+    readme = BENCHMARKS_MD.parent / "README.md"
+    readme.write_text(_readme.update(readme.read_text(), _readme.render(docs)))
 
 
 def main() -> None:

@@ -100,6 +100,8 @@ def model_dump_encoder() -> Any:
         dump = getattr(obj, "model_dump", None)
         if dump is not None:
             return dump()
+        if isinstance(obj, str):  # str subclasses (LangChain's TextAccessor)
+            return str(obj)
         raise NotImplementedError(type(obj).__name__)
 
     return msgspec.msgpack.Encoder(enc_hook=hook)

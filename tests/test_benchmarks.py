@@ -46,3 +46,21 @@ def test_codec_quick_writes_positive_rows(tmp_path: Path) -> None:
         assert row["encode_us"] > 0, row
         assert row["decode_us"] > 0, row
         assert row["bytes"] > 0, row
+
+
+def test_readme_figures_are_the_committed_results() -> None:
+    """The README's performance block is what ``--write-md`` renders from the committed
+    result files: no figure in it that the current tables do not contain."""
+    from benchmarks import _readme
+
+    docs = _readme.load(ROOT / "benchmarks" / "results")
+    assert {"publish", "latency", "codec", "consume", "overhead"} <= set(docs), (
+        "result files missing: run `python -m benchmarks --write-md` and commit them"
+    )
+    readme = (ROOT / "README.md").read_text()
+    start, end = readme.index(_readme.BEGIN), readme.index(_readme.END) + len(_readme.END)
+    assert readme[start:end] == _readme.render(docs)
+    # and BENCHMARKS.md is generated from the same runs
+    benchmarks_md = (ROOT / "BENCHMARKS.md").read_text()
+    for name, doc in docs.items():
+        assert f"_Run {doc['started']}, {doc['seconds']} s" in benchmarks_md, name
