@@ -89,7 +89,7 @@ def _overhead(rows: list[dict[str, Any]]) -> Iterable[str]:
             yield (
                 f"* **Worker overhead, {r['broker']}**, {r['workload']}: wall "
                 f"x{r['wall_ratio']:.2f} ({r['wall_ratio_min']:.2f}-{r['wall_ratio_max']:.2f}) "
-                f"of local ``astream_events``; target {r['target']}: {_met(r)}."
+                f"of local `astream_events`; target {r['target']}: {_met(r)}."
             )
     for r in rows:
         if r.get("case", "").startswith("hand-rolled") and "wall_ratio" in r:
