@@ -119,6 +119,12 @@ async def rabbit_cleanup(namespace: str, queues: Sequence[str] = (), url: str = 
             for name in queues:
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(name, if_unused=False, if_empty=False)
+            # an exchange of the same name as a queue (a raw baseline's topology), if any
+            for name in queues:
+                with contextlib.suppress(Exception):
+                    scratch = await conn.channel()
+                    await scratch.exchange_delete(name)
+                    await scratch.close()
         finally:
             await conn.close()
 

@@ -15,8 +15,8 @@ repetition:
   namespace stream, each entry decoded with eventbus' ``decode_envelope`` (the
   subscriber's decoder: every ``AIMessageChunk`` rebuilt); the hand-rolled reader of one
   event per entry, msgspec decode and ``AIMessageChunk(**chunk)``; RabbitMQ: aio-pika
-  consuming a stream queue of the same packed frames (250 events each) from its first
-  offset, manual ack, each frame decoded with ``decode_envelope``;
+  consuming a stream queue (follower) and a quorum queue (group) of the same packed
+  frames (250 events each), manual ack, each frame decoded with ``decode_envelope``;
 * the raw readers of one event per message that decode **nothing** (the previous
   baselines, "no decoding"): the broker + client ceiling, kept for comparison.
 """
@@ -359,7 +359,8 @@ def _rabbit_raw(
     stream = f"bench-con-stream-{uuid.uuid4().hex[:10]}"
     quorum = f"bench-con-quorum-{uuid.uuid4().hex[:10]}"
     packed_stream = f"bench-con-packed-{uuid.uuid4().hex[:10]}"
-    queues += [stream, quorum, packed_stream]
+    packed_quorum = f"bench-con-packed-quorum-{uuid.uuid4().hex[:10]}"
+    queues += [stream, quorum, packed_stream, packed_quorum]
     n = len(frames)
 
     async def setup() -> None:
@@ -370,6 +371,7 @@ def _rabbit_raw(
         ch = await conn.channel(publisher_confirms=True)
         await ch.declare_queue(stream, durable=True, arguments={"x-queue-type": "stream"})
         await ch.declare_queue(quorum, durable=True, arguments={"x-queue-type": "quorum"})
+        await ch.declare_queue(packed_quorum, durable=True, arguments={"x-queue-type": "quorum"})
         await ch.declare_queue(packed_stream, durable=True, arguments={"x-queue-type": "stream"})
         for i in range(0, n, 200):
             await asyncio.gather(
@@ -439,6 +441,15 @@ def _rabbit_raw(
         await fill_quorum()  # not timed
         return {"events_per_s": await drain(quorum, 100, None)}
 
+    async def group_decoding() -> dict[str, float]:
+        await setup()
+        ch = await holder["conn"].channel(publisher_confirms=True)
+        await asyncio.gather(
+            *(ch.default_exchange.publish(aio_pika.Message(d), packed_quorum) for d in packed)
+        )  # not timed
+        await ch.close()
+        return {"events_per_s": await drain(packed_quorum, 10, None, True, n_packed)}
+
     async def teardown() -> None:
         conn = holder.pop("conn", None)
         if conn is not None:
@@ -449,6 +460,12 @@ def _rabbit_raw(
             "raw aio-pika stream queue of packed frames (x250) + decode_envelope, ack each",
             follow_decoding,
             {"broker": "rabbitmq", "mode": "follower", "events": n_packed, "decodes": True},
+            setup,
+        ),
+        Case(
+            "raw aio-pika quorum queue of packed frames (x250) + decode_envelope, ack each",
+            group_decoding,
+            {"broker": "rabbitmq", "mode": "group", "events": n_packed, "decodes": True},
             setup,
         ),
         Case(
