@@ -11,6 +11,7 @@ codec errors are translated into it and raised ``from`` the original::
     │   ├── ConnectError                     unreachable, refused, lost for good
     │   ├── AuthenticationError              credentials or vhost refused (final)
     │   └── PublishError                     events not published (retries exhausted, closed)
+    │       └── TransportClosedError         the transport was closed (every operation)
     ├── DecodeError                          a malformed, foreign, forged or oversized message
     ├── SequenceGapError                     a followed run is missing events (retention)
     ├── RunNotFoundError                     a followed run did not start in ``start_timeout``
@@ -36,6 +37,7 @@ __all__ = [
     "RunError",
     "RunNotFoundError",
     "SequenceGapError",
+    "TransportClosedError",
     "TransportError",
     "WorkerLostError",
 ]
@@ -71,6 +73,16 @@ class AuthenticationError(TransportError):
 
 class PublishError(TransportError):
     """Events could not be published: the publisher is closed or the broker kept failing."""
+
+
+class TransportClosedError(PublishError):
+    """The transport was closed: every operation of a closed transport raises this one.
+
+    Exported as ``eventbus.transports.TransportClosedError`` (callers of the public API
+    meet it as the :class:`PublishError` or :class:`TransportError` it is). A
+    :class:`PublishError`, so that ``publish`` keeps its contract (nothing published),
+    and a :class:`TransportError` for everything else.
+    """
 
 
 class DecodeError(EventbusError):

@@ -19,7 +19,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._exceptions import ConfigurationError, MissingDependencyError
+from .._exceptions import ConfigurationError, MissingDependencyError, TransportClosedError
 from ._base import DeadLetter, Delivery, Entry, GroupOptions, OutFrame, Transport
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "GroupOptions",
     "OutFrame",
     "Transport",
+    "TransportClosedError",
     "check_name",
     "open_transport",
     "redact_url",

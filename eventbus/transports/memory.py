@@ -20,10 +20,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
-from .._exceptions import ConfigurationError, TransportError
+import msgspec
+
+from .._exceptions import ConfigurationError
 from ._base import DeadLetter, Entry, GroupOptions, OutFrame
+from ._kit import check_consumer, ensure_open, parse_options
 
 __all__ = ["MemoryTransport"]
 
@@ -116,36 +119,66 @@ def _broker(name: str) -> _Broker:
         return broker
 
 
+@dataclass(frozen=True, slots=True)
+class _GroupRef:
+    """What a delivery needs to settle itself: its group in its broker."""
+
+    broker: _Broker
+    namespace: str
+    group: str
+
+    def settle(self, index: int, reason: str | None) -> None:
+        with self.broker.lock:
+            ns = self.broker.namespaces.get(self.namespace)
+            state = ns.groups.get(self.group) if ns is not None else None
+            if ns is None or state is None:
+                return  # the group was deleted: nothing left to settle
+            pending = state.pending.pop(index, None)
+            if reason is not None and pending is not None:
+                data = MemoryTransport._frame_at(ns, index)
+                if data is not None:
+                    state.dead.append(DeadLetter(str(index), data, reason, pending.deliveries))
+        self.broker.signal.notify_all()
+
+
 @dataclass
 class _MemoryDelivery:
+    """One frame handed to one consumer (see :class:`eventbus.transports.Delivery`)."""
+
     data: bytes
     position: str
     deliveries: int
-    _transport: MemoryTransport
-    _group: str
+    _group: _GroupRef
     _index: int
 
     async def ack(self) -> None:
-        self._transport._settle(self._group, self._index, None)
+        """Done with it. Never raises."""
+        self._group.settle(self._index, None)
 
     async def reject(self, reason: str) -> None:
-        self._transport._settle(self._group, self._index, reason)
+        """Move it to the group's dead letters. Never raises."""
+        self._group.settle(self._index, reason)
+
+
+class _Options(msgspec.Struct, forbid_unknown_fields=True):
+    """The ``memory://`` options (see the module docstring)."""
+
+    retention: float = 3600.0
+    maxlen: int = 100_000
 
 
 class MemoryTransport:
-    """The in-process transport (see the module docstring)."""
+    """The in-process transport (see the module docstring).
+
+    Raises:
+        ConfigurationError: an unknown or bad option.
+    """
 
     def __init__(self, url: str, namespace: str, **options: Any) -> None:
         parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-        query.update({k: str(v) for k, v in options.items()})
-        try:
-            self.retention = float(query.pop("retention", 3600))
-            self.maxlen = int(query.pop("maxlen", 100_000))
-        except ValueError as exc:
-            raise ConfigurationError(f"bad memory:// option: {exc}") from exc
-        if query:
-            raise ConfigurationError(f"unknown memory:// option(s): {', '.join(sorted(query))}")
+        parsed, _, _ = parse_options(_Options, "memory", parts.query, options, url)
+        self.retention = parsed.retention
+        self.maxlen = parsed.maxlen
         self.url = url
         self.namespace = namespace
         self._broker = _broker(parts.netloc + parts.path)
@@ -166,8 +199,7 @@ class MemoryTransport:
         return ns
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise TransportError("the memory transport is closed")
+        ensure_open(self._closed, "memory")
 
     # -- publishing --------------------------------------------------------------------
 
@@ -226,6 +258,7 @@ class MemoryTransport:
     async def consume(
         self, group: str, consumer: str, options: GroupOptions
     ) -> AsyncIterator[_MemoryDelivery]:
+        check_consumer(group, consumer, options)
         self._check_open()
         with self._broker.lock:
             ns = self._ns()
@@ -246,6 +279,7 @@ class MemoryTransport:
     ) -> tuple[_MemoryDelivery | None, float | None]:
         now = time.monotonic()
         dead_lettered = False
+        ref = _GroupRef(self._broker, self.namespace, group)
         try:
             with self._broker.lock:
                 ns = self._ns()
@@ -276,7 +310,7 @@ class MemoryTransport:
                     pending.deadline = now + options.visibility_timeout
                     pending.deliveries += 1
                     return (
-                        _MemoryDelivery(data, str(index), pending.deliveries, self, group, index),
+                        _MemoryDelivery(data, str(index), pending.deliveries, ref, index),
                         None,
                     )
                 held = sum(1 for p in state.pending.values() if p.consumer == consumer)
@@ -289,7 +323,7 @@ class MemoryTransport:
                     state.cursor += 1
                     state.pending[index] = _Pending(consumer, now + options.visibility_timeout, 1)
                     data = ns.frames[index - ns.base]
-                    return _MemoryDelivery(data, str(index), 1, self, group, index), None
+                    return _MemoryDelivery(data, str(index), 1, ref, index), None
                 return None, _until(next_deadline, now)
         finally:
             if dead_lettered:
@@ -300,19 +334,6 @@ class MemoryTransport:
         if ns.base <= index < ns.end:
             return ns.frames[index - ns.base]
         return None
-
-    def _settle(self, group: str, index: int, reason: str | None) -> None:
-        with self._broker.lock:
-            ns = self._ns()
-            state = ns.groups.get(group)
-            if state is None:
-                return
-            pending = state.pending.pop(index, None)
-            if reason is not None and pending is not None:
-                data = self._frame_at(ns, index)
-                if data is not None:
-                    state.dead.append(DeadLetter(str(index), data, reason, pending.deliveries))
-        self._broker.signal.notify_all()
 
     async def delete_group(self, group: str) -> None:
         with self._broker.lock:

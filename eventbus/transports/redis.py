@@ -36,20 +36,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Annotated, Any, Literal, TypeVar, cast
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import anyio
+import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
+from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
 
 from .._exceptions import (
@@ -61,6 +61,15 @@ from .._exceptions import (
 )
 from . import check_name, redact_url
 from ._base import DeadLetter, Entry, GroupOptions, OutFrame
+from ._kit import (
+    Positive,
+    PositiveInt,
+    Retry,
+    check_consumer,
+    describe,
+    ensure_open,
+    parse_options,
+)
 
 __all__ = ["RedisTransport"]
 
@@ -68,17 +77,19 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-# name -> (parser, default)
-_OPTIONS: dict[str, tuple[Callable[[Any], float], float]] = {
-    "retention": (float, 3600.0),
-    "abandon_after": (float, 86400.0),
-    "maxlen": (int, 100_000),
-    "dead_maxlen": (int, 10_000),
-    "publish_timeout": (float, 30.0),
-    "block": (float, 2.0),
-    "reconnect_timeout": (float, math.inf),
-    "command_timeout": (float, 10.0),
-}
+
+class _Options(msgspec.Struct, forbid_unknown_fields=True):
+    """The Redis transport's own options (see the module docstring)."""
+
+    retention: Positive = 3600.0
+    abandon_after: Positive = 86400.0
+    maxlen: PositiveInt = 100_000
+    dead_maxlen: PositiveInt = 10_000
+    publish_timeout: Positive = 30.0
+    block: Annotated[float, msgspec.Meta(ge=0.01)] = 2.0
+    reconnect_timeout: Positive = math.inf
+    command_timeout: Positive = 10.0
+
 
 # redis-py connection options we pass through. Deliberately absent: `protocol` (see
 # _make_client), retry settings (the retry policy is ours), and `socket_timeout`: with it,
@@ -172,31 +183,10 @@ def _classify(exc: BaseException) -> _Kind:
     return "final"
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _is_nogroup(exc: BaseException) -> bool:
     # Redis 7 answers a blocked XREADGROUP whose stream was deleted (FLUSHDB) with
     # UNBLOCKED; later calls get NOGROUP. Both mean: the group is gone.
     return isinstance(exc, rexc.ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED"))
-
-
-class _Backoff:
-    """Exponential backoff with jitter, so that many clients do not reconnect in lockstep."""
-
-    def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
-        self._first = first
-        self._cap = cap
-        self._next = first
-
-    def delay(self) -> float:
-        value = self._next
-        self._next = min(self._cap, self._next * 2)
-        return random.uniform(value / 2, value)
-
-    def reset(self) -> None:
-        self._next = self._first
 
 
 def _pack(commands: list[tuple[bytes, ...]]) -> bytes:
@@ -257,17 +247,23 @@ class _RedisDelivery:
     data: bytes
     position: str
     deliveries: int
-    _transport: RedisTransport = field(repr=False)
-    _group: str = field(repr=False)
-    _state: _ConsumerState = field(repr=False)
+    _loop: _ConsumerLoop = field(repr=False)
 
     async def ack(self) -> None:
-        """XACK it. Raises ConnectError if Redis stayed unreachable for ``publish_timeout``."""
-        await self._transport._settle(self, None)
+        """XACK it.
+
+        Raises:
+            ConnectError: Redis stayed unreachable for ``publish_timeout``.
+        """
+        await self._loop.settle(self, None)
 
     async def reject(self, reason: str) -> None:
-        """Dead-letter it and XACK it, atomically. Raises like :meth:`ack`."""
-        await self._transport._settle(self, reason)
+        """Dead-letter it and XACK it, atomically.
+
+        Raises:
+            ConnectError: Redis stayed unreachable for ``publish_timeout``.
+        """
+        await self._loop.settle(self, reason)
 
 
 class RedisTransport:
@@ -282,55 +278,22 @@ class RedisTransport:
         self.safe_url = redact_url(url)
         try:
             parts = urlsplit(url)
-            query = parse_qsl(parts.query, keep_blank_values=True)
         except ValueError as exc:
             raise ConfigurationError(f"malformed Redis URL {self.safe_url!r}: {exc}") from None
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ConfigurationError(f"not a Redis URL: {self.safe_url!r}")
-        mine: dict[str, Any] = {}
-        passed: list[tuple[str, str]] = []
-        unknown: list[str] = []
-        for name, value in query:
-            if name in _OPTIONS:
-                mine[name] = value
-            elif name in _REDIS_OPTIONS:
-                passed.append((name, value))
-            else:
-                unknown.append(name)
-        self._redis_kwargs: dict[str, Any] = {}
-        for name, value in options.items():
-            if name in _OPTIONS:
-                mine[name] = value
-            elif name in _REDIS_OPTIONS:
-                self._redis_kwargs[name] = value
-            else:
-                unknown.append(name)
         # keyword arguments win over the query string (redis-py's from_url does the reverse)
-        passed = [(name, value) for name, value in passed if name not in self._redis_kwargs]
-        if unknown:
-            raise ConfigurationError(
-                f"unknown Redis transport option(s) {', '.join(sorted(set(unknown)))} "
-                f"in {self.safe_url!r}; known: {', '.join(sorted([*_OPTIONS, *_REDIS_OPTIONS]))}"
-            )
-        values: dict[str, float] = {}
-        for name, (parse, default) in _OPTIONS.items():
-            raw = mine.get(name, default)
-            try:
-                values[name] = parse(raw)
-            except (TypeError, ValueError):
-                raise ConfigurationError(f"bad Redis option {name}={raw!r}") from None
-            if not values[name] > 0 or math.isnan(values[name]):
-                raise ConfigurationError(f"Redis option {name} must be > 0, got {raw!r}")
-        self.retention = values["retention"]
-        self.abandon_after = values["abandon_after"]
-        self.maxlen = int(values["maxlen"])
-        self.dead_maxlen = int(values["dead_maxlen"])
-        self.publish_timeout = values["publish_timeout"]
-        self.block = values["block"]
-        self.reconnect_timeout = values["reconnect_timeout"]
-        self.command_timeout = values["command_timeout"]
-        if self.block < 0.01:
-            raise ConfigurationError("Redis option block must be >= 0.01 s")
+        parsed, self._redis_kwargs, passed = parse_options(
+            _Options, "redis", parts.query, options, self.safe_url, passthrough=_REDIS_OPTIONS
+        )
+        self.retention = parsed.retention
+        self.abandon_after = parsed.abandon_after
+        self.maxlen = parsed.maxlen
+        self.dead_maxlen = parsed.dead_maxlen
+        self.publish_timeout = parsed.publish_timeout
+        self.block = parsed.block
+        self.reconnect_timeout = parsed.reconnect_timeout
+        self.command_timeout = parsed.command_timeout
         self._client_url = urlunsplit(
             (parts.scheme, parts.netloc, parts.path, urlencode(passed), parts.fragment)
         )
@@ -383,7 +346,7 @@ class RedisTransport:
                 # silently as HELLO 3 AUTH default <anything> is: a wrong URL fails early.
                 protocol=2,
                 # the retry policy is ours (bounded, logged); redis-py's would hide outages
-                retry=Retry(NoBackoff(), 0),
+                retry=RedisRetry(NoBackoff(), 0),
                 **kwargs,
             )
         except (TypeError, ValueError) as exc:
@@ -423,9 +386,12 @@ class RedisTransport:
         if client is not None:
             await client.aclose()
 
+    def is_closed(self) -> bool:
+        """True after :meth:`aclose` (until the next :meth:`connect`)."""
+        return self._closed
+
     def _live_client(self) -> aioredis.Redis:
-        if self._closed:
-            raise TransportError(f"the Redis transport for {self.safe_url} is closed")
+        ensure_open(self._closed, "Redis")
         if self._client is None:
             self._client = self._make_client()
         return self._client
@@ -443,37 +409,32 @@ class RedisTransport:
 
         Raises:
             AuthenticationError: credentials refused (never retried).
-            error: retries exhausted, a final refusal, or the transport closed.
+            TransportClosedError: the transport is closed.
+            error: retries exhausted, or a final refusal.
         """
-        deadline = time.monotonic() + self.publish_timeout
-        backoff = _Backoff()
-        failures = 0
+        retry = Retry(
+            deadline=time.monotonic() + self.publish_timeout,
+            what=f"Redis {self.safe_url}: {what}",
+            log=log,
+        )
         while True:
-            if self._closed:
-                raise error(f"cannot {what}: the Redis transport for {self.safe_url} is closed")
             client = self._live_client()
             try:
-                remaining = max(0.001, deadline - time.monotonic())
+                remaining = max(0.001, retry.deadline() - time.monotonic())
                 # not asyncio.wait_for: before 3.12 it can swallow a cancellation
                 with anyio.fail_after(remaining):
                     result = await op(client)
             except Exception as exc:
                 _raise_unless_transient(exc, f"cannot {what}", self.safe_url, error)
-                delay = backoff.delay()
-                if time.monotonic() + delay >= deadline:
+                delay = retry.next_delay(exc)
+                if delay is None:
                     raise error(
                         f"cannot {what}: Redis at {self.safe_url} kept failing for "
-                        f"{self.publish_timeout:g}s: {_describe(exc)}"
+                        f"{self.publish_timeout:g}s: {describe(exc)}"
                     ) from exc
-                failures += 1
-                if failures == 1:
-                    log.warning(
-                        "Redis %s: cannot %s (%s); retrying", self.safe_url, what, _describe(exc)
-                    )
                 await asyncio.sleep(delay)
                 continue
-            if failures:
-                log.info("Redis %s: %s succeeded after %d retries", self.safe_url, what, failures)
+            retry.ok()
             return result
 
     # -- publishing --------------------------------------------------------------------
@@ -485,13 +446,13 @@ class RedisTransport:
         may append again frames the failed attempt had already appended.
 
         Raises:
-            PublishError: closed, a final refusal, or Redis kept failing for ``publish_timeout``.
+            PublishError: a final refusal, or Redis kept failing for ``publish_timeout``.
+            TransportClosedError: the transport is closed.
             AuthenticationError: the credentials were refused.
             ConfigurationError: a run id that cannot be a key.
         """
+        ensure_open(self._closed, "Redis")
         if not frames:
-            if self._closed:
-                raise PublishError(f"the Redis transport for {self.safe_url} is closed")
             return
         commands: list[tuple[str, OutFrame]] = [(self._run_key(f.run_id), f) for f in frames]
         # the abandon TTL is refreshed a few times per abandon_after, not on every batch
@@ -573,7 +534,7 @@ class RedisTransport:
                 raise ConfigurationError(f"not a Redis stream position: {start!r}")
             last = _before(start)
         block_ms = max(1, int(self.block * 1000))
-        reconnect = _Reconnect(self, f"follow run {run_id}")
+        reconnect = _reconnecting(self, f"follow run {run_id}")
         while True:
             client = self._live_client()
             try:
@@ -582,7 +543,7 @@ class RedisTransport:
                         {key: last}, count=_FOLLOW_COUNT, block=block_ms
                     )
             except Exception as exc:
-                await reconnect.failed(exc)
+                await _reconnect_pause(self, reconnect, exc)
                 continue
             reconnect.ok()
             for entry_id, fields in _entries(reply):
@@ -608,15 +569,10 @@ class RedisTransport:
             ConnectError: Redis stayed unreachable for ``reconnect_timeout``.
             TransportError: the transport was closed, or Redis refused a command.
         """
-        check_name("group", group)
-        check_name("consumer", consumer)
-        if options.prefetch < 1 or options.max_deliveries < 1:
-            raise ConfigurationError("prefetch and max_deliveries must be >= 1")
-        if not options.visibility_timeout > 0:
-            raise ConfigurationError("visibility_timeout must be > 0")
+        check_consumer(group, consumer, options)
         loop = _ConsumerLoop(self, group, consumer, options)
-        reconnect = _Reconnect(self, f"consume group {group} as {consumer}")
-        nogroup_backoff = _Backoff(first=0.01, cap=1.0)
+        reconnect = _reconnecting(self, f"consume group {group} as {consumer}")
+        nogroup_backoff = Retry(first=0.01, cap=1.0)
         nogroup_at = 0.0
         while True:
             client = self._live_client()
@@ -628,9 +584,9 @@ class RedisTransport:
                     # recreated at once; backoff only if it keeps vanishing (no hot loop)
                     now = time.monotonic()
                     if now - nogroup_at < 1.0:
-                        await asyncio.sleep(nogroup_backoff.delay())
+                        await asyncio.sleep(nogroup_backoff.next_delay() or 0.0)
                     else:
-                        nogroup_backoff.reset()
+                        nogroup_backoff.ok()
                         log.warning(
                             "Redis %s: consumer group %s vanished (%s); recreating it",
                             self.safe_url,
@@ -640,43 +596,13 @@ class RedisTransport:
                     nogroup_at = now
                     loop.lost_group()
                     continue
-                await reconnect.failed(exc)
+                await _reconnect_pause(self, reconnect, exc)
                 loop.reconnected()
                 continue
             reconnect.ok()
             for delivery in batch:
                 loop.state.outstanding[delivery.position] = time.monotonic()
                 yield delivery
-
-    async def _settle(self, delivery: _RedisDelivery, reason: str | None) -> None:
-        key = self._events_key
-        group = delivery._group
-        dead_key, dead_maxlen = self._dead_key(group), self.dead_maxlen
-
-        async def attempt(client: aioredis.Redis) -> None:
-            if reason is None:
-                await client.xack(key, group, delivery.position)
-                return
-            # both keys share the {namespace} hash tag, so MULTI stays valid on a cluster
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.xadd(
-                    dead_key,
-                    {
-                        "data": delivery.data,
-                        "reason": reason,
-                        "deliveries": str(delivery.deliveries),
-                        "id": delivery.position,
-                    },
-                    maxlen=dead_maxlen,
-                    approximate=True,
-                )
-                pipe.xack(key, group, delivery.position)
-                await pipe.execute()
-
-        what = "ack" if reason is None else "reject"
-        await self._retrying(attempt, what=f"{what} {delivery.position}", error=ConnectError)
-        delivery._state.outstanding.pop(delivery.position, None)
-        delivery._state.wake()
 
     async def delete_group(self, group: str) -> None:
         """XGROUP DESTROY on the group stream, and DEL of the group's dead letters.
@@ -734,42 +660,32 @@ class RedisTransport:
         return out
 
 
-class _Reconnect:
-    """The reconnect policy of the long-running loops: backoff, bounded by ``reconnect_timeout``."""
+def _reconnecting(transport: RedisTransport, what: str) -> Retry:
+    """The retry policy of a long-running loop: bounded by ``reconnect_timeout``."""
+    return Retry(
+        limit=transport.reconnect_timeout,
+        cap=5.0,
+        what=f"Redis {transport.safe_url}: {what}",
+        log=log,
+    )
 
-    def __init__(self, transport: RedisTransport, what: str) -> None:
-        self._t = transport
-        self._what = what
-        self._backoff = _Backoff(first=0.05, cap=5.0)
-        self._since: float | None = None
 
-    async def failed(self, exc: Exception) -> None:
-        """Sleep before the next attempt, or raise if this is not worth retrying."""
-        t = self._t
-        if t._closed:
-            raise TransportError(f"the Redis transport for {t.safe_url} is closed") from exc
-        _raise_unless_transient(exc, self._what, t.safe_url, TransportError)
-        now = time.monotonic()
-        if self._since is None:
-            self._since = now
-            log.warning("Redis %s: %s: %s; reconnecting", t.safe_url, self._what, _describe(exc))
-        elif now - self._since > t.reconnect_timeout:
-            raise ConnectError(
-                f"{self._what}: Redis at {t.safe_url} unreachable for "
-                f"{t.reconnect_timeout:g}s: {_describe(exc)}"
-            ) from exc
-        await asyncio.sleep(self._backoff.delay())
+async def _reconnect_pause(transport: RedisTransport, retry: Retry, exc: Exception) -> None:
+    """Sleep before the next attempt of a long-running loop, or raise if it is not worth one.
 
-    def ok(self) -> None:
-        if self._since is not None:
-            log.info(
-                "Redis %s: %s: reconnected after %.1fs",
-                self._t.safe_url,
-                self._what,
-                time.monotonic() - self._since,
-            )
-            self._since = None
-            self._backoff.reset()
+    Raises:
+        TransportError: the transport was closed, or a final refusal.
+        AuthenticationError: the credentials were refused.
+        ConnectError: Redis stayed unreachable for ``reconnect_timeout``.
+    """
+    ensure_open(transport._closed, "Redis")
+    _raise_unless_transient(exc, retry.what, transport.safe_url, TransportError)
+    delay = retry.next_delay(exc)
+    if delay is None:
+        raise ConnectError(
+            f"{retry.what}: unreachable for {transport.reconnect_timeout:g}s: {describe(exc)}"
+        ) from exc
+    await asyncio.sleep(delay)
 
 
 class _ConsumerLoop:
@@ -802,6 +718,50 @@ class _ConsumerLoop:
     def reconnected(self) -> None:
         # a reply lost with the connection may have delivered entries to us: read them again
         self.history = "0"
+
+    async def settle(self, delivery: _RedisDelivery, reason: str | None) -> None:
+        """Ack (``reason`` None) or dead-letter and ack a delivery of this loop.
+
+        Raises:
+            ConnectError: Redis stayed unreachable for ``publish_timeout``.
+        """
+        t = self.t
+        if t.is_closed():
+            # nobody can settle it any more: it stays pending and is claimed again
+            log.debug("settle of %s dropped: the transport is closed", delivery.position)
+            return
+        key, group = self.key, self.group
+        dead_key, dead_maxlen = t._dead_key(group), t.dead_maxlen
+
+        async def attempt(client: aioredis.Redis) -> None:
+            if reason is None:
+                await client.xack(key, group, delivery.position)
+                return
+            # both keys share the {namespace} hash tag, so MULTI stays valid on a cluster
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    dead_key,
+                    {
+                        "data": delivery.data,
+                        "reason": reason,
+                        "deliveries": str(delivery.deliveries),
+                        "id": delivery.position,
+                    },
+                    maxlen=dead_maxlen,
+                    approximate=True,
+                )
+                pipe.xack(key, group, delivery.position)
+                await pipe.execute()
+
+        what = "ack" if reason is None else "reject"
+        try:
+            await t._retrying(attempt, what=f"{what} {delivery.position}", error=ConnectError)
+        except TransportError:
+            if t.is_closed():  # closed while retrying: dropped, as above
+                return
+            raise
+        self.state.outstanding.pop(delivery.position, None)
+        self.state.wake()
 
     async def step(self, client: aioredis.Redis) -> list[_RedisDelivery]:
         if self.need_group:
@@ -836,7 +796,7 @@ class _ConsumerLoop:
         return [self._delivery(entry_id, fields, 1) for entry_id, fields in _entries(reply)]
 
     def _delivery(self, position: str, fields: dict[bytes, bytes], n: int) -> _RedisDelivery:
-        return _RedisDelivery(fields.get(b"data", b""), position, n, self.t, self.group, self.state)
+        return _RedisDelivery(fields.get(b"data", b""), position, n, self)
 
     async def _ensure_group(self, client: aioredis.Redis) -> None:
         # A group that vanished under us (FLUSHDB, restart without persistence) is
@@ -870,7 +830,7 @@ class _ConsumerLoop:
                 ):
                     await client.xgroup_delconsumer(self.key, self.group, name)
         except rexc.RedisError as exc:
-            log.debug("Redis %s: consumer clean-up skipped: %s", self.t.safe_url, _describe(exc))
+            log.debug("Redis %s: consumer clean-up skipped: %s", self.t.safe_url, describe(exc))
 
     async def _counts(self, client: aioredis.Redis, ids: list[str]) -> dict[str, int]:
         """Delivery counts (XPENDING) of those of ``ids`` this consumer holds."""
