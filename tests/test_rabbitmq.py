@@ -23,7 +23,9 @@ import aio_pika
 import anyio
 import pytest
 from conftest import broker_url, skip_unless_required
+from runnables import CASES
 
+import eventbus
 from eventbus import AuthenticationError, ConfigurationError, ConnectError, PublishError
 from eventbus.transports import Delivery, Entry, GroupOptions, OutFrame, open_transport
 from eventbus.transports.rabbitmq import RabbitMQTransport
@@ -448,6 +450,127 @@ async def test_hung_consumer_loses_its_frame_after_the_visibility_timeout(
         await second.ack()
     finally:
         await hung.aclose()  # type: ignore[attr-defined]
+
+
+async def published_run(pub: eventbus.Publisher, sub: eventbus.Subscriber) -> tuple[str, int]:
+    """Publish one run; its id and how many records a group gets of it (events + end)."""
+    run = rid()
+    runnable, value, _ = CASES["prompt_model_parser"]()
+    await pub.run(runnable, value, config={"run_id": run})
+    with anyio.fail_after(WAIT):
+        events = [e async for e in sub.astream_events(run)]
+    return run, len(events) + 1
+
+
+async def test_settles_after_a_connection_loss_are_dropped_and_nothing_is_lost(
+    amqp_url: str, namespace: str, cleanup: None
+) -> None:
+    """Issue 11: ack() of deliveries received before a connection loss raised aiormq's
+    ChannelInvalidStateError and the consume loop died. Now the settles are dropped, the
+    loop carries on, and the held frames come back."""
+    seen: list[tuple[int, bool]] = []  # (seq, redelivered) of every record handed to us
+    held: list[eventbus.Message] = []
+    holding = asyncio.Event()
+    complete = asyncio.Event()
+    total = 0
+
+    async def consume(sub: eventbus.Subscriber) -> None:
+        opts: dict[str, Any] = {"start": "first", "prefetch": 5, "visibility_timeout": 600}
+        async for msg in sub.consume("held", "c1", **opts):
+            seen.append((msg.seq, msg.redelivered))
+            if len(held) < 3 and not holding.is_set():
+                held.append(msg)  # not settled until the connection is gone
+                if len(held) == 3:
+                    holding.set()
+                continue
+            await msg.ack()
+            back = {seq for seq, again in seen if again}
+            if len({seq for seq, _ in seen}) == total and {m.seq for m in held} <= back:
+                complete.set()
+
+    async with (
+        eventbus.Publisher(amqp_url, namespace) as pub,
+        eventbus.Subscriber(amqp_url, namespace) as sub,
+    ):
+        _, total = await published_run(pub, sub)
+        task = asyncio.create_task(consume(sub))
+        try:
+            with anyio.fail_after(WAIT * 2):
+                await holding.wait()
+                await close_connections(namespace)  # this test's connections only
+                for msg in held:
+                    await msg.ack()  # dropped: the frame comes back
+                await complete.wait()
+            assert not task.done(), "the consume loop died"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    distinct = {seq for seq, _ in seen}
+    lost = total - len(distinct)
+    duplicated = len(seen) - len(distinct)
+    assert lost == 0 and distinct == set(range(1, total + 1))  # seqs count from 1
+    assert {m.seq for m in held} <= {seq for seq, again in seen if again}
+    assert duplicated >= len(held)  # the held ones at least, redelivered
+
+
+async def test_a_deleted_group_queue_is_declared_again(
+    amqp_url: str, namespace: str, cleanup: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11: a consumer whose group queue was deleted retried in a hot loop and never
+    consumed again (its probe looked at the dead-letter queue). Now the queue is declared
+    again with its binding, with one warning, and a later run arrives whole."""
+    group = "vanishing"
+    got: dict[str, set[int]] = {}
+    counts: dict[str, int] = {}
+    complete: dict[str, asyncio.Event] = {}
+
+    async def consume(sub: eventbus.Subscriber) -> None:
+        async for msg in sub.consume(group, "c1", start="first", prefetch=10):
+            got.setdefault(msg.run_id, set()).add(msg.seq)
+            await msg.ack()
+            if msg.run_id in counts and len(got[msg.run_id]) == counts[msg.run_id]:
+                complete[msg.run_id].set()
+
+    caplog.set_level("WARNING", logger="eventbus.transports.rabbitmq")
+    async with (
+        eventbus.Publisher(amqp_url, namespace) as pub,
+        eventbus.Subscriber(amqp_url, namespace) as sub,
+    ):
+        first, counts_first = await published_run(pub, sub)
+        counts[first] = counts_first
+        complete[first] = asyncio.Event()
+        if len(got.get(first, ())) == counts_first:
+            complete[first].set()
+        task = asyncio.create_task(consume(sub))
+        try:
+            with anyio.fail_after(WAIT * 3):
+                await complete[first].wait()
+                queue = f"eventbus.{namespace}.group.{group}"
+                conn = await aio_pika.connect(amqp_url)  # an operator's own connection
+                try:
+                    channel = await conn.channel()
+                    await channel.queue_delete(queue, if_unused=False, if_empty=False)
+                finally:
+                    await conn.close()
+                # the consumer notices (a broker cancel) and declares the queue again
+                while queue not in await anyio.to_thread.run_sync(server_queues, namespace):
+                    assert not task.done(), "the consume loop died"
+                second = rid()
+                complete[second] = asyncio.Event()
+                runnable, value, _ = CASES["prompt_model_parser"]()
+                await pub.run(runnable, value, config={"run_id": second})
+                events = [e async for e in sub.astream_events(second)]
+                counts[second] = len(events) + 1
+                if len(got.get(second, ())) == counts[second]:
+                    complete[second].set()
+                await complete[second].wait()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    # 0 lost of the run after the incident (seqs count from 1)
+    assert got[second] == set(range(1, counts[second] + 1))
+    vanished = [r for r in caplog.records if "vanished" in r.getMessage()]
+    assert len(vanished) == 1, [r.getMessage() for r in vanished]
 
 
 async def test_reject_keeps_order_of_dead_letters(transport: RabbitMQTransport) -> None:

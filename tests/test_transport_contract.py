@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import pytest
 
-from eventbus.transports import Delivery, GroupOptions, OutFrame, Transport, open_transport
+from eventbus import ConfigurationError
+from eventbus.transports import (
+    Delivery,
+    GroupOptions,
+    OutFrame,
+    Transport,
+    TransportClosedError,
+    open_transport,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -207,3 +215,52 @@ async def test_delete_group_forgets_position_and_dead_letters(transport: Transpo
     # a group of the same name starts afresh
     again = await take_group(transport, "gone", "c1", 2, opts)
     assert [d.data for d in again] == [b"a", b"b"]
+
+
+async def test_settle_once_and_after_close_without_error(url: str, namespace: str) -> None:
+    """The Delivery contract: a delivery settles at most once, and a settle that can no
+    longer count (here: the transport was closed) is dropped without error."""
+    t = open_transport(url, namespace)
+    await t.connect()
+    try:
+        opts = GroupOptions(start="first")
+        run = rid()
+        await t.publish([OutFrame(run, b"a"), OutFrame(run, b"b")])
+        first, second = await take_group(t, "once", "c1", 2, opts, ack=False)
+        await first.ack()
+        await first.ack()  # a no-op
+        await first.reject("after the ack: a no-op too")
+        assert await t.dead_letters("once") == []
+    finally:
+        await t.aclose()
+    # the transport is closed: the held delivery's settles are dropped quietly
+    await second.ack()
+    await second.reject("closed")
+
+
+async def test_group_options_are_checked_by_every_transport(transport: Transport) -> None:
+    for bad in (
+        GroupOptions(prefetch=0),
+        GroupOptions(max_deliveries=0),
+        GroupOptions(visibility_timeout=0),
+    ):
+        with pytest.raises(ConfigurationError):
+            await transport.consume("g", "c1", bad).__anext__()  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError):
+        await transport.consume("bad group!", "c1", GroupOptions()).__anext__()  # type: ignore[attr-defined]
+
+
+async def test_a_closed_transport_raises_one_error(url: str, namespace: str) -> None:
+    t = open_transport(url, namespace)
+    await t.connect()
+    await t.aclose()
+    with pytest.raises(TransportClosedError):
+        await t.publish([OutFrame(rid(), b"x")])
+    with pytest.raises(TransportClosedError):
+        await t.follow(rid()).__anext__()  # type: ignore[attr-defined]
+    with pytest.raises(TransportClosedError):
+        await t.consume("g", "c1", GroupOptions()).__anext__()  # type: ignore[attr-defined]
+    with pytest.raises(TransportClosedError):
+        await t.dead_letters("g")
+    with pytest.raises(TransportClosedError):
+        await t.delete_group("g")

@@ -73,7 +73,18 @@ class DeadLetter:
 
 @runtime_checkable
 class Delivery(Protocol):
-    """One frame handed to one consumer of a group."""
+    """One frame handed to one consumer of a group.
+
+    The settling contract, the same on every transport: a delivery settles itself (it holds
+    what it needs, nothing goes back through the transport), at most once (later calls are
+    no-ops), and never raises a broker client's exception. A settle that can no longer take
+    effect (the frame's visibility timeout passed and it was handed out again, the
+    connection or channel that delivered it was lost, or the transport was closed) is
+    dropped without error: the frame is, or will be, delivered again (at-least-once). The
+    only error is :class:`eventbus.ConnectError`, when the broker could not be reached for
+    ``publish_timeout`` seconds while the settle still counted; the frame is then delivered
+    again too.
+    """
 
     @property
     def data(self) -> bytes: ...
@@ -87,11 +98,19 @@ class Delivery(Protocol):
         ...
 
     async def ack(self) -> None:
-        """Done with it: it is never delivered to this group again."""
+        """Done with it: it is never delivered to this group again.
+
+        Raises:
+            ConnectError: the broker stayed unreachable for ``publish_timeout``.
+        """
         ...
 
     async def reject(self, reason: str) -> None:
-        """Give up on it now: move it to the group's dead letters with ``reason``."""
+        """Give up on it now: move it to the group's dead letters with ``reason``.
+
+        Raises:
+            ConnectError: the broker stayed unreachable for ``publish_timeout``.
+        """
         ...
 
 

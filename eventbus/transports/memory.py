@@ -152,11 +152,11 @@ class _MemoryDelivery:
     _index: int
 
     async def ack(self) -> None:
-        """Done with it. Never raises."""
+        """Done with it (once; a later ack or reject is a no-op). Never raises."""
         self._group.settle(self._index, None)
 
     async def reject(self, reason: str) -> None:
-        """Move it to the group's dead letters. Never raises."""
+        """Move it to the group's dead letters (once, like :meth:`ack`). Never raises."""
         self._group.settle(self._index, reason)
 
 
@@ -336,11 +336,13 @@ class MemoryTransport:
         return None
 
     async def delete_group(self, group: str) -> None:
+        self._check_open()
         with self._broker.lock:
             self._ns().groups.pop(group, None)
         self._broker.signal.notify_all()
 
     async def dead_letters(self, group: str, *, count: int = 100) -> list[DeadLetter]:
+        self._check_open()
         with self._broker.lock:
             state = self._ns().groups.get(group)
             return list(state.dead[:count]) if state is not None else []

@@ -248,22 +248,27 @@ class _RedisDelivery:
     position: str
     deliveries: int
     _loop: _ConsumerLoop = field(repr=False)
+    _settled: bool = field(default=False, repr=False)
 
     async def ack(self) -> None:
-        """XACK it.
+        """XACK it (once; a later ack or reject is a no-op).
 
         Raises:
             ConnectError: Redis stayed unreachable for ``publish_timeout``.
         """
-        await self._loop.settle(self, None)
+        if not self._settled:
+            await self._loop.settle(self, None)
+            self._settled = True
 
     async def reject(self, reason: str) -> None:
-        """Dead-letter it and XACK it, atomically.
+        """Dead-letter it and XACK it, atomically (once, like :meth:`ack`).
 
         Raises:
             ConnectError: Redis stayed unreachable for ``publish_timeout``.
         """
-        await self._loop.settle(self, reason)
+        if not self._settled:
+            await self._loop.settle(self, reason)
+            self._settled = True
 
 
 class RedisTransport:
