@@ -14,17 +14,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import anyio
 import msgspec
 
 from . import _langchain
@@ -36,14 +31,12 @@ from ._exceptions import (
     EventbusError,
     InvalidResumeToken,
     RemoteRunError,
-    RunCancelledError,
     RunError,
     RunNotFoundError,
     SequenceGapError,
     TransportError,
-    WorkerLostError,
 )
-from ._publisher import Publisher
+from ._runs import aggregate_runs, build_trace, drop_group, list_runs, trace_run
 from ._subscriber import Message, Subscriber
 from .transports import redact_url
 
@@ -51,13 +44,11 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ._cli_render import RunView
-    from ._demo import DemoRun
 
-__all__ = ["aggregate_runs", "broker_hint", "build_trace", "main"]
+__all__ = ["aggregate_runs", "broker_hint", "build_trace", "main"]  # the first two: _runs
 
 DEFAULT_URL = "redis://localhost:6379/0"
 DEMO_NAMESPACE = "demo"
-AUDIT_GROUP = "demo-audit"
 StreamEvent = dict[str, Any]
 
 _json = msgspec.json.Encoder()
@@ -154,13 +145,6 @@ def _subscriber(args: argparse.Namespace, *, start_timeout: float | None = None)
         idle_timeout=args.idle if args.idle > 0 else None,
         start_timeout=start_timeout,
     )
-
-
-async def _drop_group(sub: Subscriber, group: str) -> None:
-    """Best effort: remove an ephemeral consumer group, so that every `tail`/`runs` call
-    does not leave one behind on the broker."""
-    with contextlib.suppress(Exception), anyio.fail_after(5):
-        await sub.delete_group(group)
 
 
 def _wait_arg(seconds: float) -> float | None:
@@ -262,7 +246,7 @@ async def _tail_namespace(args: argparse.Namespace) -> int:
                     await msg.ack()
         finally:
             if ephemeral:
-                await _drop_group(sub, group)
+                await drop_group(sub, group)
     return 0
 
 
@@ -301,102 +285,18 @@ async def _replay(args: argparse.Namespace) -> int:
 # -- trace -----------------------------------------------------------------------------------
 
 
-def build_trace(
-    run_id: str,
-    items: Sequence[tuple[float, StreamEvent]],
-    status: str = "done",
-    error: str | None = None,
-) -> dict[str, Any]:
-    """The run tree of a run's events ``(ts, event)``, as plain data.
-
-    Each node: ``run_id``, ``name``, ``run_type`` (from ``on_<type>_start``),
-    ``parent_id``, ``start``/``end`` (the worker's clock when the events were emitted),
-    ``duration``, ``tokens`` (``on_chat_model_stream``/``on_llm_stream`` chunks),
-    ``custom_events``, ``events``, ``error``, ``ended``, ``children``.
-    """
-    nodes: dict[str, dict[str, Any]] = {}
-    roots: list[dict[str, Any]] = []
-    tokens = 0
-    for ts, event in items:
-        kind = str(event.get("event", ""))
-        rid = str(event.get("run_id", ""))
-        parents = event.get("parent_ids") or []
-        node = nodes.get(rid)
-        if node is None:
-            node = nodes[rid] = {
-                "run_id": rid,
-                "name": str(event.get("name", "")),
-                "run_type": "?",
-                "parent_id": str(parents[-1]) if parents else None,
-                "start": ts,
-                "end": None,
-                "duration": None,
-                "tokens": 0,
-                "custom_events": 0,
-                "events": 0,
-                "error": None,
-                "ended": False,
-                "children": [],
-            }
-            parent = nodes.get(node["parent_id"]) if node["parent_id"] else None
-            (parent["children"] if parent is not None else roots).append(node)
-        node["events"] += 1
-        if kind.startswith("on_") and kind.endswith("_start"):
-            node["run_type"] = kind[3:-6]
-            node["name"] = str(event.get("name", ""))
-        elif kind in ("on_chat_model_stream", "on_llm_stream"):
-            node["tokens"] += 1
-            tokens += 1
-        elif kind == "on_custom_event":
-            node["custom_events"] += 1
-        elif kind.endswith(("_end", "_error")):
-            node["end"] = ts
-            node["duration"] = max(0.0, ts - node["start"]) if ts and node["start"] else None
-            node["ended"] = True
-            if kind.endswith("_error"):
-                data = event.get("data") or {}
-                node["error"] = repr(data.get("error")) if isinstance(data, dict) else "error"
-    started = items[0][0] if items else None
-    ended = items[-1][0] if items else None
-    return {
-        "run_id": run_id,
-        "status": status,
-        "error": error,
-        "events": len(items),
-        "tokens": tokens,
-        "started": started,
-        "ended": ended,
-        "duration": (ended - started) if started and ended else None,
-        "tree": roots,
-    }
-
-
 async def _trace(args: argparse.Namespace) -> int:
     run_id = _run_key(args.run_id)
-    items: list[tuple[float, StreamEvent]] = []
-    status, error = "done", None
     async with _subscriber(args, start_timeout=_wait_arg(args.wait)) as sub:
-        try:
-            async with contextlib.aclosing(sub.follow(run_id)) as follow:
-                async for item in follow:
-                    items.append((item.ts, item.event))
-        except RemoteRunError as exc:
-            status, error = "failed", str(exc)
-        except RunCancelledError as exc:
-            status, error = "cancelled", str(exc)
-        except WorkerLostError as exc:
-            status, error = "lost", str(exc)
-        except SequenceGapError as exc:
-            status, error = "gap", str(exc)
-    trace = build_trace(run_id, items, status, error)
+        trace = await trace_run(sub, run_id)
     if args.json:
         _write_json(trace)
     else:
         from ._cli_render import trace_tree
 
         _console().print(trace_tree(trace))
-    if error is not None:
-        _err(error)
+    if trace["error"] is not None:
+        _err(trace["error"])
         return 1
     return 0
 
@@ -404,99 +304,16 @@ async def _trace(args: argparse.Namespace) -> int:
 # -- runs ------------------------------------------------------------------------------------
 
 
-def aggregate_runs(
-    messages: Sequence[tuple[str, str, int, float, StreamEvent | None, str | None]],
-    *,
-    now: float,
-    idle: float,
-) -> list[dict[str, Any]]:
-    """Per run, from group records ``(kind, run_id, seq, ts, event, error)`` in the order
-    they were read: status, name, start, duration, event count. Newest first.
-
-    ``abandoned``: no terminal record and the last record older than ``idle`` seconds.
-    ``partial``: the first retained record is not the run's first (trimmed by retention).
-    """
-    runs: dict[str, dict[str, Any]] = {}
-    seen: set[tuple[str, int]] = set()
-    for kind, run_id, seq, ts, event, error in messages:
-        if (run_id, seq) in seen:  # redelivered (at-least-once)
-            continue
-        seen.add((run_id, seq))
-        run = runs.get(run_id)
-        if run is None:
-            run = runs[run_id] = {
-                "run_id": run_id,
-                "name": None,
-                "status": "running",
-                "started": ts,
-                "last": ts,
-                "duration": None,
-                "events": 0,
-                "partial": seq > 1,
-                "error": None,
-            }
-        run["started"] = min(run["started"], ts)
-        run["last"] = max(run["last"], ts)
-        if kind == "event":
-            run["events"] += 1
-            if (
-                run["name"] is None
-                and event is not None
-                and event.get("run_id") == run_id
-                and str(event.get("event", "")).endswith("_start")
-            ):
-                run["name"] = event.get("name")
-        else:
-            run["status"] = {"end": "done", "error": "failed"}.get(kind, "cancelled")
-            run["error"] = error
-    for run in runs.values():
-        if run["status"] == "running" and now - run["last"] > idle:
-            run["status"] = "abandoned"
-        run["duration"] = run["last"] - run["started"]
-    return sorted(runs.values(), key=lambda r: r["started"], reverse=True)
-
-
-async def _read_group(
-    sub: Subscriber, group: str, *, first_wait: float, settle: float, limit: int
-) -> list[tuple[str, str, int, float, StreamEvent | None, str | None]]:
-    """Read a new group from the first retained record until it has been quiet for
-    ``settle`` seconds (``first_wait`` for the first record) or ``limit`` records."""
-    out: list[tuple[str, str, int, float, StreamEvent | None, str | None]] = []
-    messages = sub.consume(group, "cli", start="first")
-    try:
-        while len(out) < limit:
-            try:
-                with anyio.fail_after(first_wait if not out else settle):
-                    msg = await messages.__anext__()
-            except (TimeoutError, StopAsyncIteration):
-                break
-            out.append(
-                (
-                    msg.kind,
-                    msg.run_id,
-                    msg.seq,
-                    msg.ts,
-                    msg.event,
-                    None if msg.error is None else str(msg.error),
-                )
-            )
-            await msg.ack()
-    finally:
-        with contextlib.suppress(Exception):
-            await messages.aclose()
-    return out
-
-
 async def _runs(args: argparse.Namespace) -> int:
-    group = f"eventbus-runs-{uuid.uuid4().hex[:12]}"
     async with _subscriber(args) as sub:
-        try:
-            records = await _read_group(
-                sub, group, first_wait=args.wait, settle=args.settle, limit=args.max_records
-            )
-        finally:
-            await _drop_group(sub, group)
-    runs = aggregate_runs(records, now=time.time(), idle=args.idle)[: args.limit]
+        runs, count = await list_runs(
+            sub,
+            first_wait=args.wait,
+            settle=args.settle,
+            max_records=args.max_records,
+            idle=args.idle,
+        )
+    runs = runs[: args.limit]
     if args.json:
         for run in runs:
             _write_json(run)
@@ -507,254 +324,36 @@ async def _runs(args: argparse.Namespace) -> int:
     if not runs:
         console.print(f"no runs in namespace {args.namespace!r} on {redact_url(args.url)}")
         return 0
-    title = (
-        f"runs in namespace {args.namespace!r} on {redact_url(args.url)} "
-        f"({len(records)} records read)"
-    )
+    title = f"runs in namespace {args.namespace!r} on {redact_url(args.url)} ({count} records read)"
     console.print(runs_table(runs, title))
     return 0
 
 
-# -- demo ------------------------------------------------------------------------------------
-
-
-async def _check_broker(url: str, namespace: str) -> None:
-    async with Publisher(url, namespace):
-        pass
+# -- demo (the harness is in _demo.py) --------------------------------------------------------
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import demo_runs
+    from ._demo import demo
 
-    console = _console()
-    # bad URL (ConfigurationError) and unreachable broker (ConnectError) end here, in main
-    asyncio.run(_check_broker(args.url, args.namespace))
-    runs = demo_runs([str(_langchain.new_run_id()) for _ in range(2)])
-    workdir = Path(tempfile.mkdtemp(prefix="eventbus-demo-"))
-    audit_log = workdir / "audit.jsonl"
-    where = f"{redact_url(args.url)}, namespace {args.namespace!r}"
-    if args.url.startswith("memory://"):
-        console.print(
-            f"eventbus demo on {where}\n"
-            "memory:// is in-process: the worker and both subscribers run as asyncio tasks "
-            "of this one process (use redis:// or amqp:// to see them as separate processes)."
-        )
-        published, live, audit = asyncio.run(
-            asyncio.wait_for(_demo_in_process(args, runs, audit_log, console), args.timeout)
-        )
-        codes = {"worker": 0, "live view": 0, "audit": 0}
-    else:
-        console.print(
-            f"eventbus demo on {where}: a worker process publishes 2 runs (a LangGraph graph, "
-            "then a LangChain chain); a live-view process follows them; an audit process "
-            f"consumes them through consumer group {AUDIT_GROUP!r}.\n"
-        )
-        published, live, audit, codes = _demo_processes(args, runs, workdir, audit_log)
-    ok = _demo_summary(console, runs, published, live, audit, codes, audit_log)
-    return 0 if ok else 1
-
-
-def _demo_processes(
-    args: argparse.Namespace, runs: list[DemoRun], workdir: Path, audit_log: Path
-) -> tuple[dict[str, int], dict[str, list[int]], dict[str, list[int]], dict[str, int]]:
-    common = ["--url", args.url, "--namespace", args.namespace]
-    run_ids = [r.run_id for r in runs]
-    reports = {name: workdir / f"{name}.json" for name in ("worker", "live", "audit")}
-
-    def spawn(command: str, *extra: str, quiet: bool = False) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "eventbus", command, *common, *extra, *run_ids]
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL if quiet else None)
-
-    sys.stdout.flush()  # the live view writes to the same stdout from now on
-    # The subscribers start first, but nothing depends on it: following a run replays it
-    # from its first event, and the audit group reads from the first retained record.
-    audit = spawn(
-        "_demo-audit", "--log", str(audit_log), "--report", str(reports["audit"]), quiet=True
-    )
-    live = spawn("_demo-live", "--report", str(reports["live"]))
-    worker = spawn("_demo-worker", "--report", str(reports["worker"]), quiet=True)
-    procs = {"worker": worker, "live view": live, "audit": audit}
-    codes: dict[str, int] = {}
-    pids = ", ".join(f"{name} {proc.pid}" for name, proc in procs.items())
-    print(f"processes: {pids}", file=sys.stderr, flush=True)
-    try:
-        for name, proc in procs.items():
-            try:
-                codes[name] = proc.wait(timeout=args.timeout)
-            except subprocess.TimeoutExpired:
-                codes[name] = -1
-            if codes[name] != 0 and name == "worker":
-                # nothing more will be published: do not let the subscribers wait it out
-                for other in (live, audit):
-                    other.terminate()
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-
-    def load(path: Path) -> dict[str, Any]:
-        try:
-            return cast(dict[str, Any], msgspec.json.decode(path.read_bytes()))
-        except (OSError, msgspec.DecodeError):
-            return {}
-
-    return load(reports["worker"]), load(reports["live"]), load(reports["audit"]), codes
-
-
-async def _demo_in_process(
-    args: argparse.Namespace, runs: list[DemoRun], audit_log: Path, console: Console
-) -> tuple[dict[str, int], dict[str, list[int]], dict[str, list[int]]]:
-    from ._demo import run_worker
-
-    run_ids = [r.run_id for r in runs]
-    async with Subscriber(args.url, args.namespace, start_timeout=30) as sub:
-        live_task = asyncio.create_task(_live_view(sub, runs, console))
-        audit_task = asyncio.create_task(_audit(sub, run_ids, audit_log))
-        await run_worker(args.url, args.namespace, runs)
-        live, audit = await asyncio.gather(live_task, audit_task)
-    return {r.run_id: r.events for r in runs}, live, audit
-
-
-async def _live_view(
-    sub: Subscriber, runs: list[DemoRun], console: Console
-) -> dict[str, list[int]]:
-    """Follow each run in turn (a follower replays from the first event, so following the
-    second run after the first ended loses nothing), rendered like ``eventbus tail``."""
-    from ._cli_render import RunView
-
-    seqs: dict[str, list[int]] = {}
-    for run in runs:
-        got = seqs[run.run_id] = []
-        console.print(f"── live view: run {run.run_id} ({run.kind})", style="bold blue")
-        with RunView(console) as view:
-            try:
-                async with contextlib.aclosing(sub.follow(run.run_id)) as follow:
-                    async for item in follow:
-                        got.append(int(item.id.split(":", 1)[0]))
-                        view.handle(item.event)
-            except RunError as exc:
-                view.failed(str(exc))
-                continue
-            view.ended(run.run_id, f"  ({len(got)} events)")
-    return seqs
-
-
-async def _audit(sub: Subscriber, run_ids: list[str], log: Path) -> dict[str, list[int]]:
-    """Consume the namespace through the audit group until every demo run has ended,
-    appending each record of the demo's runs to a JSON-lines log. Records of other runs
-    (an earlier demo's, left unacked) are acked and skipped."""
-    seqs: dict[str, list[int]] = {rid: [] for rid in run_ids}
-    open_runs = set(run_ids)
-    consumer = f"audit-{os.getpid()}"
-    with log.open("ab") as out:
-        async with contextlib.aclosing(sub.consume(AUDIT_GROUP, consumer, start="first")) as msgs:
-            async for msg in msgs:
-                if msg.run_id in seqs:
-                    seqs[msg.run_id].append(msg.seq)
-                    line = _message_json(msg, msg.event)
-                    line["ts"] = msg.ts
-                    out.write(_json.encode(line) + b"\n")
-                    if msg.kind != "event":
-                        open_runs.discard(msg.run_id)
-                await msg.ack()
-                if not open_runs:
-                    break
-    return seqs
-
-
-def _check_seqs(seqs: list[int], expected: int) -> tuple[bool, str]:
-    distinct = sorted(set(seqs))
-    dupes = len(seqs) - len(distinct)
-    if distinct == list(range(1, expected + 1)):
-        note = f", {dupes} redelivered" if dupes else ""
-        return True, f"seq 1-{expected} complete{note}"
-    missing = sorted(set(range(1, expected + 1)) - set(distinct))
-    return False, f"missing seq {missing[:10]}{'…' if len(missing) > 10 else ''}"
-
-
-def _demo_summary(
-    console: Console,
-    runs: list[DemoRun],
-    published: dict[str, int],
-    live: dict[str, list[int]],
-    audit: dict[str, list[int]],
-    codes: dict[str, int],
-    audit_log: Path,
-) -> bool:
-    ok = all(code == 0 for code in codes.values())
-    console.print()
-    console.print("summary (fan-out: every consumer must have every record)", style="bold")
-    for run in runs:
-        n = published.get(run.run_id)
-        if not isinstance(n, int):
-            console.print(f"  run {run.run_id} ({run.kind}): not published", style="red")
-            ok = False
-            continue
-        console.print(
-            f"  run {run.run_id} ({run.kind}): published {n} events (seq 1-{n}) + end (seq {n + 1})"
-        )
-        live_ok, live_note = _check_seqs(live.get(run.run_id, []), n)
-        audit_ok, audit_note = _check_seqs(audit.get(run.run_id, []), n + 1)
-        mark = {True: "[green]none lost[/]", False: "[bold red]LOST EVENTS[/]"}
-        console.print(
-            f"    live view    received {len(live.get(run.run_id, []))} events, {live_note}: "
-            f"{mark[live_ok]}"
-        )
-        console.print(
-            f"    audit group  received {len(audit.get(run.run_id, []))} records, {audit_note}: "
-            f"{mark[audit_ok]}"
-        )
-        ok = ok and live_ok and audit_ok
-    lines = 0
-    with contextlib.suppress(OSError):
-        lines = len(audit_log.read_bytes().splitlines())
-    console.print(f"  audit log    {audit_log} ({lines} lines)", soft_wrap=True)
-    if any(code != 0 for code in codes.values()):
-        console.print(
-            "  exit codes   " + ", ".join(f"{k}={v}" for k, v in codes.items()), style="red"
-        )
-    console.print(
-        "demo OK: every published event reached both consumers, in order, none lost"
-        if ok
-        else "demo FAILED: see above",
-        style="bold green" if ok else "bold red",
-    )
-    return ok
-
-
-# the demo's hidden subcommands (each runs in its own process)
+    return demo(args)
 
 
 def _demo_worker(args: argparse.Namespace) -> int:
-    from ._demo import demo_runs, run_worker
+    from ._demo import demo_worker
 
-    runs = demo_runs(args.run_ids)
-    asyncio.run(run_worker(args.url, args.namespace, runs))
-    Path(args.report).write_bytes(_json.encode({r.run_id: r.events for r in runs}))
-    return 0
+    return demo_worker(args)
 
 
 def _demo_live(args: argparse.Namespace) -> int:
-    from ._demo import demo_runs
+    from ._demo import demo_live
 
-    async def go() -> dict[str, list[int]]:
-        async with Subscriber(args.url, args.namespace, start_timeout=args.timeout) as sub:
-            with anyio.fail_after(args.timeout):
-                return await _live_view(sub, demo_runs(args.run_ids), _console())
-
-    Path(args.report).write_bytes(_json.encode(asyncio.run(go())))
-    return 0
+    return demo_live(args)
 
 
 def _demo_audit(args: argparse.Namespace) -> int:
-    async def go() -> dict[str, list[int]]:
-        async with Subscriber(args.url, args.namespace) as sub:
-            with anyio.fail_after(args.timeout):
-                return await _audit(sub, args.run_ids, Path(args.log))
+    from ._demo import demo_audit
 
-    Path(args.report).write_bytes(_json.encode(asyncio.run(go())))
-    return 0
+    return demo_audit(args)
 
 
 # -- parsing -----------------------------------------------------------------------------------
