@@ -1,0 +1,336 @@
+"""The Redis consumer group state machine: one ``consume`` iterator's reads, reclaims,
+redeliveries, dead letters and settles (see :mod:`eventbus.transports.redis`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+
+from .._exceptions import ConnectError, TransportError
+from ._base import GroupOptions
+from ._kit import describe
+
+if TYPE_CHECKING:
+    from .redis import RedisTransport
+
+log = logging.getLogger("eventbus.transports.redis")
+
+_CONSUMER_GC_IDLE_MS = 3_600_000  # forget consumers idle (and holding nothing) for an hour
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+_Fields = dict[bytes, bytes]
+_Entries = list[tuple[str, _Fields]]
+
+
+def _entries(reply: Any) -> _Entries:
+    """The entries of an XREAD/XREADGROUP reply (RESP2: ``[[stream, [(id, fields)]]]``)."""
+    return [(_text(i), f or {}) for _stream, page in reply or () for i, f in page]
+
+
+def _stream_list(rows: Any) -> _Entries:
+    """The entries of an XRANGE/XAUTOCLAIM list (``[(id, fields)]``)."""
+    return [(_text(i), f or {}) for i, f in rows or () if i is not None]
+
+
+@dataclass
+class _ConsumerState:
+    """What one ``consume`` iterator holds: yielded, not yet settled deliveries."""
+
+    outstanding: dict[str, float] = field(default_factory=dict)  # position -> delivered at
+    waiter: asyncio.Future[None] | None = None  # resolved by the next ack or reject
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+@dataclass
+class _RedisDelivery:
+    """One frame of the group stream handed to one consumer (see ``Delivery``)."""
+
+    data: bytes
+    position: str
+    deliveries: int
+    _loop: _ConsumerLoop = field(repr=False)
+    _settled: bool = field(default=False, repr=False)
+
+    async def ack(self) -> None:
+        """XACK it (once; a later ack or reject is a no-op).
+
+        Raises:
+            ConnectError: Redis stayed unreachable for ``publish_timeout``.
+        """
+        if not self._settled:
+            await self._loop.settle(self, None)
+            self._settled = True
+
+    async def reject(self, reason: str) -> None:
+        """Dead-letter it and XACK it, atomically (once, like :meth:`ack`).
+
+        Raises:
+            ConnectError: Redis stayed unreachable for ``publish_timeout``.
+        """
+        if not self._settled:
+            await self._loop.settle(self, reason)
+            self._settled = True
+
+
+class _ConsumerLoop:
+    """The state machine of one ``consume`` iterator; ``step`` does one round trip or two."""
+
+    def __init__(
+        self, transport: RedisTransport, group: str, consumer: str, options: GroupOptions
+    ) -> None:
+        self.t = transport
+        self.group = group
+        self.consumer = consumer
+        self.options = options
+        self.key = transport._events_key
+        self.state = _ConsumerState()
+        self.vt_ms = max(1, int(options.visibility_timeout * 1000))
+        # often enough that an expired entry waits at most a quarter of its timeout more
+        self.reclaim_every = min(5.0, max(0.05, options.visibility_timeout / 4))
+        self.block = transport.block
+        self.need_group = True
+        self.history: str | None = "0"  # next id of our own pending entries to read again
+        self.cursor = "0-0"  # XAUTOCLAIM scan position
+        self.next_reclaim = 0.0
+        self.recreating = False  # True once the group was created (or found) by this loop
+
+    def lost_group(self) -> None:
+        self.need_group = True
+        self.history = "0"
+        self.cursor = "0-0"
+
+    def reconnected(self) -> None:
+        # a reply lost with the connection may have delivered entries to us: read them again
+        self.history = "0"
+
+    async def settle(self, delivery: _RedisDelivery, reason: str | None) -> None:
+        """Ack (``reason`` None) or dead-letter and ack a delivery of this loop.
+
+        Raises:
+            ConnectError: Redis stayed unreachable for ``publish_timeout``.
+        """
+        t = self.t
+        if t.is_closed():
+            # nobody can settle it any more: it stays pending and is claimed again
+            log.debug("settle of %s dropped: the transport is closed", delivery.position)
+            return
+        key, group = self.key, self.group
+        dead_key, dead_maxlen = t._dead_key(group), t.dead_maxlen
+
+        async def attempt(client: aioredis.Redis) -> None:
+            if reason is None:
+                await client.xack(key, group, delivery.position)
+                return
+            # both keys share the {namespace} hash tag, so MULTI stays valid on a cluster
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    dead_key,
+                    {
+                        "data": delivery.data,
+                        "reason": reason,
+                        "deliveries": str(delivery.deliveries),
+                        "id": delivery.position,
+                    },
+                    maxlen=dead_maxlen,
+                    approximate=True,
+                )
+                pipe.xack(key, group, delivery.position)
+                await pipe.execute()
+
+        what = "ack" if reason is None else "reject"
+        try:
+            await t._retrying(attempt, what=f"{what} {delivery.position}", error=ConnectError)
+        except TransportError:
+            if t.is_closed():  # closed while retrying: dropped, as above
+                return
+            raise
+        self.state.outstanding.pop(delivery.position, None)
+        self.state.wake()
+
+    async def step(self, client: aioredis.Redis) -> list[_RedisDelivery]:
+        if self.need_group:
+            await self._ensure_group(client)
+            self.need_group = False
+        if self.history is not None:
+            return await self._read_history(client)
+        now = time.monotonic()
+        if now >= self.next_reclaim:
+            self.next_reclaim = now + self.reclaim_every
+            batch = await self._reclaim(client)
+            if batch:
+                return batch
+        room = self.options.prefetch - len(self.state.outstanding)
+        wait = max(0.001, min(self.block, self.next_reclaim - time.monotonic()))
+        if room <= 0:
+            # full: wait for an ack or the next reclaim round, whichever comes first
+            # asyncio.wait, not wait_for: before 3.12 wait_for can swallow a cancellation
+            waiter = self.state.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait({waiter}, timeout=wait)
+            finally:
+                self.state.waiter = None
+            return []
+        reply: Any = await client.xreadgroup(
+            self.group,
+            self.consumer,
+            {self.key: ">"},
+            count=room,
+            block=max(1, int(wait * 1000)),
+        )
+        return [self._delivery(entry_id, fields, 1) for entry_id, fields in _entries(reply)]
+
+    def _delivery(self, position: str, fields: dict[bytes, bytes], n: int) -> _RedisDelivery:
+        return _RedisDelivery(fields.get(b"data", b""), position, n, self)
+
+    async def _ensure_group(self, client: aioredis.Redis) -> None:
+        # A group that vanished under us (FLUSHDB, restart without persistence) is
+        # recreated at 0, not at options.start: whatever the stream holds now was
+        # published after the loss, and at-least-once prefers a duplicate to a loss.
+        start = "0" if self.recreating or self.options.start == "first" else "$"
+        try:
+            await client.xgroup_create(self.key, self.group, id=start, mkstream=True)
+        except rexc.ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+        if not self.recreating:
+            await self._forget_idle_consumers(client)
+        self.recreating = True
+
+    async def _forget_idle_consumers(self, client: aioredis.Redis) -> None:
+        """Delete consumers that hold nothing and were idle for an hour.
+
+        Consumer names pile up in a group otherwise (every restarted worker with a fresh
+        name leaves one). Deleting one that is in fact alive is harmless: XREADGROUP
+        recreates it, and only consumers without pending entries are deleted.
+        """
+        try:
+            consumers: Any = await client.xinfo_consumers(self.key, self.group)
+            for info in consumers:
+                name = _text(info.get("name", b""))
+                if (
+                    name != self.consumer
+                    and int(info.get("pending", 1)) == 0
+                    and int(info.get("idle", 0)) > _CONSUMER_GC_IDLE_MS
+                ):
+                    await client.xgroup_delconsumer(self.key, self.group, name)
+        except rexc.RedisError as exc:
+            log.debug("Redis %s: consumer clean-up skipped: %s", self.t.safe_url, describe(exc))
+
+    async def _counts(self, client: aioredis.Redis, ids: list[str]) -> dict[str, int]:
+        """Delivery counts (XPENDING) of those of ``ids`` this consumer holds."""
+        async with client.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xpending_range(self.key, self.group, entry_id, entry_id, 1, self.consumer)
+            replies: Any = await pipe.execute()
+        counts: dict[str, int] = {}
+        for rows in replies:
+            for row in rows:
+                counts[_text(row["message_id"])] = int(row["times_delivered"])
+        return counts
+
+    async def _redeliver(self, client: aioredis.Redis, live: _Entries) -> list[_RedisDelivery]:
+        """Turn entries delivered again into deliveries, dead-lettering those past the limit."""
+        counts = await self._counts(client, [i for i, _ in live])
+        out: list[_RedisDelivery] = []
+        gone: list[str] = []
+        dead: list[tuple[str, dict[bytes, bytes], int]] = []
+        for entry_id, fields in live:
+            n = counts.get(entry_id)
+            if n is None:  # acked or claimed by someone else meanwhile
+                continue
+            if b"data" not in fields:  # trimmed by MAXLEN: nothing left to deliver
+                gone.append(entry_id)
+            elif n > self.options.max_deliveries:
+                dead.append((entry_id, fields, n - 1))
+            else:
+                out.append(self._delivery(entry_id, fields, n))
+        if gone or dead:
+            dead_key = self.t._dead_key(self.group)
+            async with client.pipeline(transaction=True) as pipe:
+                for entry_id, fields, n in dead:
+                    pipe.xadd(
+                        dead_key,
+                        {
+                            "data": fields[b"data"],
+                            "reason": f"not acked after {n} deliveries",
+                            "deliveries": str(n),
+                            "id": entry_id,
+                        },
+                        maxlen=self.t.dead_maxlen,
+                        approximate=True,
+                    )
+                pipe.xack(self.key, self.group, *gone, *(d[0] for d in dead))
+                await pipe.execute()
+            for entry_id in gone:
+                self.state.outstanding.pop(entry_id, None)
+            for entry_id, _f, _n in dead:
+                self.state.outstanding.pop(entry_id, None)
+                log.warning(
+                    "Redis %s: group %s dead-lettered %s after %d deliveries",
+                    self.t.safe_url,
+                    self.group,
+                    entry_id,
+                    _n,
+                )
+        return out
+
+    async def _read_history(self, client: aioredis.Redis) -> list[_RedisDelivery]:
+        """One page of our own pending entries (XREADGROUP id > history), skipping held ones."""
+        assert self.history is not None
+        reply: Any = await client.xreadgroup(
+            self.group, self.consumer, {self.key: self.history}, count=self.options.prefetch
+        )
+        entries = _entries(reply)
+        if not entries:
+            self.history = None
+            return []
+        self.history = entries[-1][0]
+        fresh = [e for e in entries if e[0] not in self.state.outstanding]
+        return await self._redeliver(client, fresh) if fresh else []
+
+    async def _reclaim(self, client: aioredis.Redis) -> list[_RedisDelivery]:
+        """XAUTOCLAIM entries idle past the visibility timeout (ours included)."""
+        state, options = self.state, self.options
+        if state.outstanding:
+            # forget deliveries others reclaimed or acked: they no longer count against us
+            pel: Any = await client.xpending_range(
+                self.key,
+                self.group,
+                "-",
+                "+",
+                len(state.outstanding) + options.prefetch,
+                self.consumer,
+            )
+            held = {_text(row["message_id"]) for row in pel}
+            for entry_id in list(state.outstanding):
+                if entry_id not in held:
+                    del state.outstanding[entry_id]
+        overdue_at = time.monotonic() - options.visibility_timeout
+        overdue = sum(1 for at in state.outstanding.values() if at <= overdue_at)
+        # reclaiming our own overdue deliveries does not add to what we hold
+        count = min(options.prefetch, options.prefetch - len(state.outstanding) + overdue)
+        if count <= 0:
+            return []
+        reply: Any = await client.xautoclaim(
+            self.key, self.group, self.consumer, self.vt_ms, start_id=self.cursor, count=count
+        )
+        self.cursor = _text(reply[0])
+        claimed = _stream_list(reply[1])
+        if not claimed:
+            return []
+        if len(claimed) == count and self.cursor != "0-0":
+            self.next_reclaim = 0.0  # more may be waiting: come back at once
+        return await self._redeliver(client, claimed)
