@@ -80,10 +80,12 @@ class Delivery(Protocol):
     no-ops), and never raises a broker client's exception. A settle that can no longer take
     effect (the frame's visibility timeout passed and it was handed out again, the
     connection or channel that delivered it was lost, or the transport was closed) is
-    dropped without error: the frame is, or will be, delivered again (at-least-once). The
-    only error is :class:`eventbus.ConnectError`, when the broker could not be reached for
-    ``publish_timeout`` seconds while the settle still counted; the frame is then delivered
-    again too.
+    dropped without error: the frame is, or will be, delivered again (at-least-once). What
+    a settle may raise is an eventbus error: :class:`eventbus.ConnectError` when the broker
+    could not be reached for ``publish_timeout`` seconds while the settle still counted
+    (the frame is then delivered again too), and, should the broker start refusing the
+    settle outright, :class:`eventbus.AuthenticationError` or
+    :class:`eventbus.TransportError`.
     """
 
     @property
