@@ -1,0 +1,69 @@
+"""The transport kit: the one retry policy and the one option parser every transport uses."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import msgspec
+import pytest
+
+from eventbus import ConfigurationError
+from eventbus.transports import TransportClosedError
+from eventbus.transports._kit import Positive, Retry, ensure_open, parse_options
+
+
+def test_retry_backs_off_with_jitter_up_to_its_cap() -> None:
+    retry = Retry(first=0.1, cap=0.4)
+    delays = [retry.next_delay() for _ in range(5)]
+    bounds = [0.1, 0.2, 0.4, 0.4, 0.4]
+    for delay, bound in zip(delays, bounds, strict=True):
+        assert delay is not None and bound / 2 <= delay <= bound
+    assert retry.failing
+    retry.ok()
+    assert not retry.failing
+    again = retry.next_delay()
+    assert again is not None and 0.05 <= again <= 0.1  # afresh after ok()
+
+
+def test_retry_gives_up_at_its_deadline() -> None:
+    assert Retry(deadline=time.monotonic() - 1).next_delay() is None
+    assert Retry(limit=0.0).next_delay() is None  # limit counts from the first failure
+    unbounded = Retry()
+    assert unbounded.deadline() == math.inf
+    assert all(unbounded.next_delay() is not None for _ in range(50))
+
+
+class _Spec(msgspec.Struct, forbid_unknown_fields=True):
+    timeout: Positive = 30.0
+    persistent: bool = True
+    count: int = 3
+
+
+def test_options_parse_from_query_and_keywords_which_win() -> None:
+    spec, kw, query = parse_options(
+        _Spec,
+        "x",
+        "timeout=5&persistent=off&client=a&count=7",
+        {"count": 9, "client": "b"},
+        "x://host",
+        passthrough=frozenset({"client"}),
+    )
+    assert spec == _Spec(timeout=5.0, persistent=False, count=9)
+    assert kw == {"client": "b"} and query == []  # the keyword wins over the query string
+
+
+@pytest.mark.parametrize(
+    ("query", "options"),
+    [("bogus=1", {}), ("", {"bogus": 1}), ("timeout=soon", {}), ("timeout=-1", {}),
+     ("timeout=nan", {}), ("persistent=maybe", {})],
+)  # fmt: skip
+def test_bad_options_are_configuration_errors(query: str, options: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_options(_Spec, "x", query, options, "x://host")
+
+
+def test_the_closed_guard_raises_one_error() -> None:
+    ensure_open(False, "x")
+    with pytest.raises(TransportClosedError):
+        ensure_open(True, "x")
