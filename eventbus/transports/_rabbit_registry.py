@@ -9,7 +9,6 @@ creators note their groups too, so that :meth:`Registry.delete_namespace` finds 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import aio_pika
@@ -66,21 +65,24 @@ class Registry:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:
-        while not self._link.closed:
+        while True:
             try:
                 await self.sweep()
             except Exception as exc:
                 if not self._link.closed:
                     log.warning("sweeping expired run streams failed: %r", exc)
+            if self._link.closed:
+                # the cancel of close() may have been swallowed inside the sweep (a
+                # wait_for before 3.12): do not sleep through sweep_interval after it
+                return
             await asyncio.sleep(self._link.options.sweep_interval)
 
     async def close(self) -> None:
-        """Stop sweeping; let the records of runs started land."""
+        """Stop sweeping; let the records of runs started land (bounded waits)."""
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
             sweeper.cancel()
-            with contextlib.suppress(BaseException):
-                await sweeper
+            await asyncio.wait({sweeper}, timeout=5)
         if self._writing:
             await asyncio.wait(self._writing, timeout=5)
 
