@@ -37,9 +37,12 @@ async def check(url: str, namespace: str) -> None:
         pass
 
 
-def run_script(name: str, *args: str) -> subprocess.Popen[str]:
+def run_script(name: str, *args: str, capture: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(HERE / name), *args], text=True, cwd=HERE, stdout=sys.stdout
+        [sys.executable, str(HERE / name), *args],
+        text=True,
+        cwd=HERE,
+        stdout=subprocess.PIPE if capture else sys.stdout,
     )
 
 
@@ -84,8 +87,11 @@ def main() -> int:
 
     print(f"demo: run {run_id} on {eventbus.transports.redact_url(args.url)}\n")
     live = run_script("subscriber.py", run_id, *common)  # subscribes before the run starts
-    worker = run_script("worker.py", "--run-id", run_id, *common)
-    codes = [worker.wait(timeout=120), live.wait(timeout=120)]
+    # the worker's report is printed after the live view, not into the middle of it
+    worker = run_script("worker.py", "--run-id", run_id, *common, capture=True)
+    report, _ = worker.communicate(timeout=120)
+    codes = [worker.returncode, live.wait(timeout=120)]
+    print(report, end="", flush=True)
     print("\ndemo: replaying the finished run from the broker in a new process:")
     replay = run_script("subscriber.py", run_id, *common)
     codes.append(replay.wait(timeout=120))
