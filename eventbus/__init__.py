@@ -31,10 +31,12 @@ from ._exceptions import (
     RunError,
     RunNotFoundError,
     SequenceGapError,
+    SignatureError,
     TransportError,
     WorkerLostError,
 )
 from ._publisher import Publisher, PublisherStats, SyncPublisher
+from ._signing import Keyring
 from ._subscriber import FollowItem, Message, Subscriber, SubscriberStats
 from .transports import DeadLetter
 
@@ -49,6 +51,7 @@ __all__ = [
     "EventbusError",
     "FollowItem",
     "InvalidResumeToken",
+    "Keyring",
     "Message",
     "MissingDependencyError",
     "PublishError",
@@ -60,6 +63,7 @@ __all__ = [
     "RunError",
     "RunNotFoundError",
     "SequenceGapError",
+    "SignatureError",
     "Subscriber",
     "SubscriberStats",
     "SyncPublisher",

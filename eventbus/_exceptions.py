@@ -13,6 +13,7 @@ codec errors are translated into it and raised ``from`` the original::
     │   └── PublishError                     events not published (retries exhausted, closed)
     │       └── TransportClosedError         the transport was closed (every operation)
     ├── DecodeError                          a malformed, foreign, forged or oversized message
+    │   └── SignatureError                   unsigned or badly signed (subscriber with keys)
     ├── SequenceGapError                     a followed run is missing events (retention)
     ├── RunNotFoundError                     a followed run did not start in ``start_timeout``
     └── RunError                             a followed run did not end normally
@@ -37,6 +38,7 @@ __all__ = [
     "RunError",
     "RunNotFoundError",
     "SequenceGapError",
+    "SignatureError",
     "TransportClosedError",
     "TransportError",
     "WorkerLostError",
@@ -91,6 +93,15 @@ class DecodeError(EventbusError):
     Consumers count these (``Subscriber.stats``), log them and go on; they never stop a
     consumer loop.
     """
+
+
+class SignatureError(DecodeError):
+    """A subscriber with keys got a frame it must not trust: ``reason`` is ``"unsigned"``
+    or ``"bad_signature"`` (a key id it does not have, or a MAC that does not match)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class SequenceGapError(EventbusError):

@@ -33,7 +33,8 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
 from . import _langchain
 from ._codec import Unrepresentable
-from ._exceptions import EventbusError, PublishError, TransportError
+from ._exceptions import ConfigurationError, EventbusError, PublishError, TransportError
+from ._signing import Keyring, KeysArg, keyring_from
 from ._wire import Cancelled, Codec, End, Event, Failed, Heartbeat, RecordEncoder
 from .transports import OutFrame, Transport, open_transport, redact_url
 
@@ -49,6 +50,10 @@ StreamEvent = dict[str, Any]
 _BUSY_RATE = 2000.0
 _RATE_WINDOW = 0.02
 
+# room a frame keeps under the broker's message-size limit for its envelope (namespace,
+# run, producer, key id, MAC) and the transport's own headers
+_ENVELOPE_ROOM = 64 * 1024
+
 
 @dataclass
 class PublisherStats:
@@ -61,10 +66,11 @@ class PublisherStats:
     heartbeats: int = 0
     oversized_events: int = 0
     backpressure_waits: int = 0
+    failed_batches: int = 0
 
 
 class _Run:
-    __slots__ = ("done", "last_emit", "output", "records", "run_id", "seq")
+    __slots__ = ("done", "failure", "last_emit", "output", "records", "run_id", "seq")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -73,6 +79,8 @@ class _Run:
         self.last_emit = time.monotonic()
         self.output: Any = None
         self.done = False
+        # why records of this run were not published (raised by its run(), and only there)
+        self.failure: EventbusError | None = None
 
 
 def _run_id_of(config: RunnableConfig) -> str:
@@ -108,13 +116,20 @@ class Publisher:
             with Redis.
         max_frame_bytes: frames (broker messages) are packed up to about this size.
         max_buffer_bytes: unpublished bytes above which runs are paused (backpressure).
-        max_event_bytes: an encoded event larger than this has its ``data`` replaced by
-            :class:`eventbus.Unrepresentable` placeholders (the run goes on).
+        max_event_bytes: an encoded event larger than this, or than the broker accepts
+            in one message (asked at connect: :attr:`max_message_bytes`), has its
+            ``data`` replaced by :class:`eventbus.Unrepresentable` placeholders (the run
+            goes on).
         heartbeat_interval: seconds between heartbeats of a run that emits nothing.
+        keys: sign every frame (``{key_id: secret}`` or ``"key_id:secret,..."``, secrets
+            of 16 bytes or more) with the key ``sign_with`` (default: the first listed).
+            Without it, the URL's ``keys``/``sign_with`` options or the ``EVENTBUS_KEYS``/
+            ``EVENTBUS_SIGN_WITH`` environment variables; with none, frames are unsigned.
+        sign_with: the key id to sign with.
         transport_options: passed to the transport (see its docs).
 
     Raises:
-        ConfigurationError: bad URL, scheme or option (at construction).
+        ConfigurationError: bad URL, scheme or option (at construction); malformed keys.
         MissingDependencyError: the scheme's extra is not installed.
     """
 
@@ -129,6 +144,8 @@ class Publisher:
         max_buffer_bytes: int = 64 * 1024 * 1024,
         max_event_bytes: int = 32 * 1024 * 1024,
         heartbeat_interval: float = 5.0,
+        keys: KeysArg | Keyring = None,
+        sign_with: str | None = None,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = redact_url(url)
@@ -136,6 +153,11 @@ class Publisher:
         self.producer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = PublisherStats()
         self.last_run_id: str | None = None
+        #: the largest message the broker accepts, once connected (None: no known limit)
+        self.max_message_bytes: int | None = None
+        url, self._keyring = keyring_from(url, keys, sign_with)
+        if max_event_bytes < 1 or max_frame_bytes < 1:
+            raise ConfigurationError("max_event_bytes and max_frame_bytes must be >= 1")
         self._transport: Transport = open_transport(url, namespace, **(transport_options or {}))
         self._encoder = RecordEncoder(codec)
         self._linger = linger
@@ -150,7 +172,9 @@ class Publisher:
         self._published = 0
         self._urgent = False
         self._pending_since = 0.0  # when the oldest unpublished record was emitted
-        self._failure: BaseException | None = None
+        self._failures = 0  # batches that could not be published
+        self._last_failure: EventbusError | None = None
+        self._frame_limit = 0  # a frame stays under this (the broker's limit), 0: none
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._progress: asyncio.Condition | None = None
@@ -166,6 +190,11 @@ class Publisher:
             ConnectError, AuthenticationError: the broker cannot be used.
         """
         await self._transport.connect()
+        limit = getattr(self._transport, "max_message_bytes", None)
+        if isinstance(limit, int) and limit > 0:
+            self.max_message_bytes = limit
+            self._frame_limit = max(1, limit - _ENVELOPE_ROOM)
+            self._max_event_bytes = min(self._max_event_bytes, self._frame_limit)
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Condition()
@@ -186,7 +215,7 @@ class Publisher:
         if self._closed:
             return
         try:
-            if self._tasks and self._failure is None:
+            if self._tasks:
                 await self.flush()
         finally:
             self._closed = True
@@ -265,6 +294,7 @@ class Publisher:
                     self._emit_event(run, event)
                     if self._buffered > self._max_buffer_bytes:
                         await self._backpressure()
+                    self._raise_run_failure(run)
                     if _langchain.is_root_end(event, run.run_id):
                         run.output = event["data"].get("output")
                     yield event, run
@@ -323,28 +353,31 @@ class Publisher:
         """Wait until everything emitted so far is on the broker.
 
         Raises:
-            PublishError: publishing failed (the first error is kept and raised again).
+            PublishError: a batch sent meanwhile could not be published (a batch that
+                failed does not stop later ones: the publisher stays usable).
         """
-        target = self._emitted
+        failures = self._failures
+        await self._wait_published(self._emitted)
+        if self._failures != failures and self._last_failure is not None:
+            raise self._last_failure
+
+    async def _wait_published(self, target: int) -> None:
         self._urgent = True
         self._wake()
         assert self._progress is not None
         async with self._progress:
-            await self._progress.wait_for(lambda: self._published >= target or self._failure)
-        self._raise_failure()
+            await self._progress.wait_for(lambda: self._published >= target)
 
     # -- emitting ----------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed or self._loop is None:
             raise PublishError("the publisher is not open (use `async with Publisher(...)`)")
-        self._raise_failure()
 
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            if isinstance(self._failure, EventbusError):
-                raise self._failure
-            raise PublishError(f"publishing failed: {self._failure}") from self._failure
+    @staticmethod
+    def _raise_run_failure(run: _Run) -> None:
+        if run.failure is not None:
+            raise run.failure
 
     def _open_run(self, run_id: str) -> _Run:
         run = _Run(run_id)
@@ -359,15 +392,16 @@ class Publisher:
         run.seq += 1
         data = self._encoder.encode_record(Event(run.seq, time.time(), tree))
         if len(data) > self._max_event_bytes:
-            shrunk = self._encoder.to_tree(_shrink(event, len(data)))
+            size = len(data)
+            shrunk = self._encoder.to_tree(_shrink(event, size, self._max_event_bytes))
             data = self._encoder.encode_record(Event(run.seq, time.time(), shrunk))
             self.stats.oversized_events += 1
             logger.warning(
-                "run %s: event #%d is %d bytes encoded (max_event_bytes=%d); its data was "
-                "replaced by placeholders",
+                "run %s: event #%d is %d bytes encoded (max_event_bytes=%d, or the broker's "
+                "limit); its data was replaced by placeholders",
                 run.run_id,
                 run.seq,
-                len(data),
+                size,
                 self._max_event_bytes,
             )
         self.stats.events += 1
@@ -423,7 +457,9 @@ class Publisher:
             self._tasks.append(task)  # cancelled by aclose() if still running then
             task.add_done_callback(self._forget_task)
             return
-        await self.flush()
+        await self._wait_published(self._emitted)
+        if exc is None or isinstance(exc, Exception):
+            self._raise_run_failure(run)
 
     def _forget_task(self, task: asyncio.Task[None]) -> None:
         with contextlib.suppress(ValueError):
@@ -439,10 +475,8 @@ class Publisher:
         self._wake()
         assert self._progress is not None
         async with self._progress:
-            await self._progress.wait_for(
-                lambda: self._buffered <= self._max_buffer_bytes // 2 or self._failure
-            )
-        self._raise_failure()
+            # (failed batches are taken off the buffer too: this always ends)
+            await self._progress.wait_for(lambda: self._buffered <= self._max_buffer_bytes // 2)
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -450,15 +484,20 @@ class Publisher:
 
     # -- the writer --------------------------------------------------------------------
 
-    def _take_frames(self) -> tuple[list[OutFrame], int, int]:
+    def _take_frames(self) -> tuple[list[OutFrame], int, int, list[_Run]]:
         frames: list[OutFrame] = []
         count = size = 0
-        for run in self._dirty.values():
+        limit = self._frame_limit
+        runs = list(self._dirty.values())
+        for run in runs:
             records, run.records = run.records, []
             start = 0
             while start < len(records):
                 end, nbytes = start, 0
                 while end < len(records) and (end == start or nbytes < self._max_frame_bytes):
+                    # never past the broker's limit: a big record starts a frame of its own
+                    if limit and end > start and nbytes + len(records[end][0]) > limit:
+                        break
                     nbytes += len(records[end][0])
                     end += 1
                 chunk = records[start:end]
@@ -467,7 +506,11 @@ class Publisher:
                     OutFrame(
                         run.run_id,
                         self._encoder.encode_envelope(
-                            self.namespace, run.run_id, self.producer, [r for r, _ in chunk]
+                            self.namespace,
+                            run.run_id,
+                            self.producer,
+                            [r for r, _ in chunk],
+                            self._keyring,
                         ),
                         fanout=not all(hb for _, hb in chunk),
                         final=last,
@@ -477,7 +520,7 @@ class Publisher:
                 size += nbytes
                 start = end
         self._dirty = {}
-        return frames, count, size
+        return frames, count, size, runs
 
     async def _writer(self) -> None:
         assert self._wakeup is not None
@@ -495,7 +538,7 @@ class Publisher:
                     await asyncio.sleep(delay)
             self._wakeup.clear()
             self._urgent = False
-            frames, count, size = self._take_frames()
+            frames, count, size, runs = self._take_frames()
             if not frames:
                 continue
             now = time.monotonic()
@@ -508,11 +551,20 @@ class Publisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # these runs lost records: each of them fails; later runs (and the
+                # publisher) carry on
+                failure: EventbusError
                 if isinstance(exc, TransportError):
-                    self._failure = exc
+                    failure = exc
                 else:
-                    self._failure = PublishError(f"publishing failed: {exc!r}")
-                    self._failure.__cause__ = exc
+                    failure = PublishError(f"publishing failed: {exc!r}")
+                    failure.__cause__ = exc
+                for run in runs:
+                    if run.failure is None:
+                        run.failure = failure
+                self._failures += 1
+                self._last_failure = failure
+                self.stats.failed_batches += 1
                 logger.error("publishing to %s failed: %s", self.url, exc)
             else:
                 self.stats.frames += len(frames)
@@ -522,8 +574,6 @@ class Publisher:
             self._published += count
             async with self._progress:
                 self._progress.notify_all()
-            if self._failure is not None:
-                return
 
     async def _heartbeats(self) -> None:
         interval = self._heartbeat_interval
@@ -551,10 +601,12 @@ def _safe_str(exc: BaseException) -> str:
         return f"<{type(exc).__name__}: str() failed>"
 
 
-def _shrink(event: Any, size: int) -> Any:
+def _shrink(event: Any, size: int, limit: int) -> Any:
     """An oversized event with its data values replaced by placeholders."""
     omitted = Unrepresentable(
-        "eventbus.Oversized", f"<event of {size} bytes omitted: larger than max_event_bytes>"
+        "eventbus.Oversized",
+        f"<event of {size} bytes omitted: larger than max_event_bytes "
+        f"(or the broker's message-size limit), {limit} bytes>",
     )
     if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
         return omitted

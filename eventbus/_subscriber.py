@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import anyio
 
@@ -21,9 +23,21 @@ from ._exceptions import (
     RunError,
     RunNotFoundError,
     SequenceGapError,
+    SignatureError,
     WorkerLostError,
 )
-from ._wire import Cancelled, Envelope, Event, Failed, Heartbeat, Record, decode_envelope
+from ._signing import Keyring, KeysArg, keyring_from
+from ._wire import (
+    Cancelled,
+    Envelope,
+    Event,
+    Failed,
+    Heartbeat,
+    Record,
+    decode_frame,
+    decode_records,
+    skeleton_records,
+)
 from .transports import DeadLetter, Delivery, GroupOptions, Transport, check_name, open_transport
 from .transports import redact_url as _redact
 
@@ -36,9 +50,14 @@ StreamEvent = dict[str, Any]
 
 @dataclass
 class SubscriberStats:
-    """Counters of one subscriber. ``malformed``/``foreign``/``oversized`` count messages
-    that were rejected (and, in groups, dead-lettered); ``duplicates`` records skipped
-    because they were already delivered (publish retries)."""
+    """Counters of one subscriber (exact, whatever the log shows).
+
+    Rejected messages (in groups, dead-lettered too): ``malformed``; ``foreign`` (another
+    namespace or run, or a producer other than the run's own); ``unsigned`` and
+    ``bad_signature`` (a subscriber with keys: no MAC, an unknown key id or a MAC that does
+    not match). ``oversized``: frames larger than ``max_frame_bytes``, delivered with their
+    events' data replaced by placeholders. ``duplicates``: records skipped because they
+    were already delivered (publish retries)."""
 
     frames: int = 0
     events: int = 0
@@ -46,6 +65,34 @@ class SubscriberStats:
     oversized: int = 0
     foreign: int = 0
     duplicates: int = 0
+    unsigned: int = 0
+    bad_signature: int = 0
+
+
+# runs whose owner (producer) a group consumer remembers, most recent first
+_GROUP_OWNERS = 10_000
+
+
+class _RejectionLog:
+    """One WARNING per kind of rejection per ``interval`` seconds, with how many were not
+    logged since: hostile traffic must not flood the log (the counters stay exact)."""
+
+    def __init__(self, url: str, interval: float) -> None:
+        self._url = url
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def __call__(self, kind: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            self._quiet[kind] = self._quiet.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        quiet = self._quiet.pop(kind, 0)
+        more = f" ({quiet} more rejected as {kind} since the last report)" if quiet else ""
+        logger.warning("rejected a message from %s (%s): %s%s", self._url, kind, exc, more)
 
 
 @dataclass(frozen=True)
@@ -143,11 +190,20 @@ class Subscriber:
             after which its worker is presumed dead (``WorkerLostError``). None: wait forever.
         start_timeout: seconds to wait for a run that has not started
             (``RunNotFoundError``). None (default): wait forever.
-        max_frame_bytes: larger broker messages are rejected as oversized.
+        max_frame_bytes: larger broker messages are not rebuilt: their events arrive
+            with their ``data`` values replaced by :class:`eventbus.Unrepresentable`
+            placeholders (counted as ``oversized``), and the run goes on.
+        keys: accept only frames signed with one of these keys (``{key_id: secret}`` or
+            ``"key_id:secret,..."``, secrets of 16 bytes or more). Without it, the URL's
+            ``keys`` option or the ``EVENTBUS_KEYS`` environment variable; with none of
+            them, frames are not checked (see README, "Security").
+        rejection_log_interval: rejected messages are logged once per kind per this many
+            seconds (with a count of those not logged); ``stats`` counts every one.
         transport_options: passed to the transport.
 
     Raises:
-        ConfigurationError, MissingDependencyError: as for :class:`Publisher`.
+        ConfigurationError, MissingDependencyError: as for :class:`Publisher`; malformed
+            keys.
     """
 
     def __init__(
@@ -158,6 +214,8 @@ class Subscriber:
         idle_timeout: float | None = 30.0,
         start_timeout: float | None = None,
         max_frame_bytes: int = 64 * 1024 * 1024,
+        keys: KeysArg | Keyring = None,
+        rejection_log_interval: float = 60.0,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = _redact(url)
@@ -166,7 +224,14 @@ class Subscriber:
         self.start_timeout = start_timeout
         self.max_frame_bytes = max_frame_bytes
         self.stats = SubscriberStats()
+        url, self._keyring = keyring_from(url, keys, None)
+        self._rejected = _RejectionLog(self.url, rejection_log_interval)
         self._transport: Transport = open_transport(url, namespace, **(transport_options or {}))
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """The key ids this subscriber accepts (empty: frames are not checked)."""
+        return self._keyring.key_ids if self._keyring is not None else ()
 
     async def connect(self) -> Subscriber:
         """Connect the transport. Raises ConnectError / AuthenticationError."""
@@ -184,31 +249,75 @@ class Subscriber:
 
     # -- decoding ----------------------------------------------------------------------
 
-    def _decode(self, data: bytes, run_id: str | None) -> Envelope:
-        """The frame, its events rebuilt; ``run_id``: the run it must belong to.
+    def _decode(
+        self,
+        data: bytes,
+        run_id: str | None,
+        owner: str | None = None,
+        owners: Mapping[str, str] | None = None,
+    ) -> Envelope:
+        """The frame, its events rebuilt; ``run_id``: the run it must belong to;
+        ``owner``: the producer that must have sent it (the run's own, when known), or
+        ``owners``: those of the runs whose owner is known.
 
         Raises:
-            DecodeError: the whole frame is rejected (counted in ``stats`` and logged).
+            DecodeError: the whole frame is rejected (counted in ``stats``, logged at a
+                bounded rate); SignatureError for an unsigned or badly signed one.
         """
         try:
-            envelope = decode_envelope(data, max_bytes=self.max_frame_bytes)
+            frame, is_json = decode_frame(data)
         except DecodeError as exc:
-            if len(data) > self.max_frame_bytes:
-                self.stats.oversized += 1
-            else:
-                self.stats.malformed += 1
-            logger.warning("rejected a message from %s: %s", self.url, exc)
-            raise
-        if envelope.ns != self.namespace or (run_id is not None and envelope.run != run_id):
-            self.stats.foreign += 1
-            foreign = DecodeError(
-                f"frame of namespace {envelope.ns!r}, run {envelope.run!r} "
-                f"in the stream of {self.namespace!r}, {run_id!r}"
+            self._reject("malformed", exc)
+        if frame.ns != self.namespace or (run_id is not None and frame.run != run_id):
+            self._reject(
+                "foreign",
+                DecodeError(
+                    f"frame of namespace {frame.ns!r}, run {frame.run!r} "
+                    f"in the stream of {self.namespace!r}, {run_id!r}"
+                ),
             )
-            logger.warning("rejected a message from %s: %s", self.url, foreign)
-            raise foreign
+        if self._keyring is not None:
+            try:
+                self._keyring.verify(
+                    frame.kid, frame.mac, frame.ns, frame.run, frame.producer, frame.records
+                )
+            except SignatureError as exc:
+                self._reject(exc.reason, exc)
+        if owners is not None:
+            owner = owners.get(frame.run)
+        if owner is not None and frame.producer != owner:
+            self._reject(
+                "foreign",
+                DecodeError(
+                    f"frame of run {frame.run} from producer {frame.producer!r}, "
+                    f"not from the run's own {owner!r}"
+                ),
+            )
+        if len(data) > self.max_frame_bytes:
+            # rebuilt as placeholders, not refused: refusing would cost the run its
+            # sequence (a gap) or, for a final frame, its end
+            why = (
+                f"<value omitted: its frame of {len(data)} bytes exceeds "
+                f"max_frame_bytes={self.max_frame_bytes}>"
+            )
+            try:
+                records = skeleton_records(frame, is_json, why)
+            except DecodeError as exc:
+                self._reject("malformed", exc)
+            self.stats.oversized += 1
+            self._rejected("oversized", DecodeError(why[1:-1]))
+        else:
+            try:
+                records = decode_records(frame, is_json)
+            except DecodeError as exc:
+                self._reject("malformed", exc)
         self.stats.frames += 1
-        return envelope
+        return Envelope(frame.v, frame.ns, frame.run, frame.producer, records, frame.kid, frame.mac)
+
+    def _reject(self, kind: str, exc: DecodeError) -> NoReturn:
+        setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+        self._rejected(kind, exc)
+        raise exc
 
     # -- following one run -------------------------------------------------------------
 
@@ -233,6 +342,10 @@ class Subscriber:
             last, position = _parse_token(after)
             expected = last + 1
         started = after is not None
+        # Who the run's records must come from: the producer of the first frame read.
+        # From the start that is the run's first frame; on a resume it is the frame at
+        # the token's position, which held a record this follower accepted before.
+        owner: str | None = None
         entries = self._transport.follow(rid, start=position)
         try:
             while True:
@@ -248,9 +361,10 @@ class Subscriber:
                         f"{self.namespace!r}"
                     ) from None
                 try:
-                    envelope = self._decode(entry.data, rid)
+                    envelope = self._decode(entry.data, rid, owner)
                 except DecodeError:
                     continue
+                owner = envelope.producer
                 started = True
                 for record in envelope.records:
                     if type(record) is Heartbeat:
@@ -344,13 +458,21 @@ class Subscriber:
             max_deliveries=max_deliveries,
         )
         deliveries = self._transport.consume(group, consumer, options)
+        # run -> its producer, learnt from the run's first frame: a consumer that did not
+        # see it (joined later; a competing consumer got it) cannot tell, and accepts
+        owners: OrderedDict[str, str] = OrderedDict()
         try:
             async for delivery in deliveries:
                 try:
-                    envelope = self._decode(delivery.data, None)
+                    envelope = self._decode(delivery.data, None, owners=owners)
                 except DecodeError as exc:
                     await delivery.reject(f"rejected by eventbus: {exc}")
                     continue
+                if envelope.records and envelope.records[0].seq == 1:
+                    owners.setdefault(envelope.run, envelope.producer)
+                    owners.move_to_end(envelope.run)
+                    if len(owners) > _GROUP_OWNERS:
+                        owners.popitem(last=False)
                 records = [r for r in envelope.records if type(r) is not Heartbeat]
                 if not records:
                     await delivery.ack()

@@ -19,8 +19,9 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-from ._codec import ext_hook, from_wire, to_msgpack_tree, to_wire
+from ._codec import Unrepresentable, ext_hook, from_wire, to_msgpack_tree, to_wire
 from ._exceptions import ConfigurationError, DecodeError
+from ._signing import Keyring
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -29,11 +30,15 @@ __all__ = [
     "Envelope",
     "Event",
     "Failed",
+    "Frame",
     "Heartbeat",
     "Record",
     "RecordEncoder",
     "decode_envelope",
+    "decode_frame",
+    "decode_records",
     "encode_envelope",
+    "skeleton_records",
 ]
 
 SCHEMA_VERSION = 1
@@ -85,22 +90,63 @@ Record = Union[Event, End, Failed, Cancelled, Heartbeat]  # noqa: UP007 - a runt
 
 
 class Envelope(msgspec.Struct):
-    """One frame: records of one run, in sequence order."""
+    """One frame: records of one run, in sequence order.
+
+    ``kid`` and ``mac``: the key id and the MAC of a signed frame (``eventbus._signing``),
+    over the key id, ``ns``, ``run``, ``producer`` and the bytes of ``records`` as sent;
+    absent (empty) in an unsigned frame."""
 
     v: int
     ns: str
     run: str
     producer: str
     records: list[Record]
+    kid: str = ""
+    mac: bytes = b""
 
 
-class _OutEnvelope(msgspec.Struct):
-    # the same layout as Envelope, with records already encoded
+class _OutEnvelope(msgspec.Struct, omit_defaults=True):
+    # the same layout as Envelope, with the records array already encoded (an unsigned
+    # frame has no kid/mac keys at all: byte for byte what readers before signing read)
     v: int
     ns: str
     run: str
     producer: str
-    records: list[msgspec.Raw]
+    records: msgspec.Raw
+    kid: str = ""
+    mac: bytes = b""
+
+
+class Frame(msgspec.Struct):
+    """A frame's outer layer, its records not decoded yet (``records`` is their bytes,
+    exactly as signed)."""
+
+    v: int
+    ns: str
+    run: str
+    producer: str
+    records: msgspec.Raw
+    kid: str = ""
+    mac: bytes = b""
+
+
+class _EventHead(msgspec.Struct):
+    # what an oversized frame's event keeps: its identity, not its values
+    event: str = ""
+    name: str = ""
+    run_id: str = ""
+    tags: list[str] = []
+    parent_ids: list[str] = []
+    data: dict[str, msgspec.Raw] = {}
+
+
+class _EventSkeleton(msgspec.Struct, tag="event", tag_field="kind"):
+    seq: int
+    ts: float
+    event: msgspec.Raw
+
+
+_Skeleton = Union[_EventSkeleton, End, Failed, Cancelled, Heartbeat]  # noqa: UP007
 
 
 Codec = Literal["msgpack", "json"]
@@ -122,53 +168,150 @@ class RecordEncoder:
         #: a Python value -> this format's value tree (see eventbus._codec)
         self.to_tree: Callable[[Any], Any] = to_msgpack_tree if codec == "msgpack" else to_wire
 
-    def encode_envelope(self, ns: str, run: str, producer: str, records: list[bytes]) -> bytes:
-        return self._encoder.encode(
-            _OutEnvelope(SCHEMA_VERSION, ns, run, producer, [msgspec.Raw(r) for r in records])
-        )
+    def encode_envelope(
+        self,
+        ns: str,
+        run: str,
+        producer: str,
+        records: list[bytes],
+        keyring: Keyring | None = None,
+    ) -> bytes:
+        """A frame of already encoded records; signed when ``keyring`` is given."""
+        body = self._encoder.encode([msgspec.Raw(r) for r in records])
+        if keyring is None:
+            envelope = _OutEnvelope(SCHEMA_VERSION, ns, run, producer, msgspec.Raw(body))
+        else:
+            kid, mac = keyring.sign(ns, run, producer, body)
+            envelope = _OutEnvelope(SCHEMA_VERSION, ns, run, producer, msgspec.Raw(body), kid, mac)
+        return self._encoder.encode(envelope)
 
 
-# MessagePack frames decode in one pass: msgspec calls ext_hook for each typed node
-_msgpack_decoder = msgspec.msgpack.Decoder(Envelope, ext_hook=ext_hook)
-_json_decoder = msgspec.json.Decoder(Envelope)
+# MessagePack frames' records decode in one pass: msgspec calls ext_hook per typed node
+_msgpack_frame = msgspec.msgpack.Decoder(Frame)
+_json_frame = msgspec.json.Decoder(Frame)
+_msgpack_records = msgspec.msgpack.Decoder(list[Record], ext_hook=ext_hook)
+_json_records = msgspec.json.Decoder(list[Record])
+_msgpack_skeleton = msgspec.msgpack.Decoder(list[_Skeleton])
+_json_skeleton = msgspec.json.Decoder(list[_Skeleton])
+_msgpack_head = msgspec.msgpack.Decoder(_EventHead)
+_json_head = msgspec.json.Decoder(_EventHead)
 
 
-def decode_envelope(data: bytes, *, max_bytes: int) -> Envelope:
-    """Decode one frame, its records' events rebuilt into Python values.
+def _malformed(data: bytes | msgspec.Raw, exc: BaseException) -> DecodeError:
+    size = len(data)
+    if isinstance(exc, (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)):
+        # (msgspec lets UnicodeDecodeError out for a msgpack str that is not UTF-8)
+        return DecodeError(f"malformed frame ({size} bytes): {exc}")
+    if isinstance(exc, RecursionError):  # nesting deeper than the stack allows
+        return DecodeError(f"malformed frame ({size} bytes): nested too deeply")
+    # whatever else forged bytes provoke is still a bad message
+    return DecodeError(f"malformed frame ({size} bytes): {exc!r}")
+
+
+def decode_frame(data: bytes) -> tuple[Frame, bool]:
+    """A frame's outer layer (a cheap pass: records are skipped, not decoded), and whether
+    it is JSON.
+
+    Raises:
+        DecodeError: malformed, or a schema version this version cannot read.
+    """
+    is_json = data[:1] == b"{"
+    try:
+        frame = (_json_frame if is_json else _msgpack_frame).decode(data)
+    except Exception as exc:
+        raise _malformed(data, exc) from exc
+    if frame.v != SCHEMA_VERSION:
+        raise DecodeError(f"frame schema version {frame.v} is not {SCHEMA_VERSION}")
+    return frame, is_json
+
+
+def decode_records(frame: Frame, is_json: bool) -> list[Record]:
+    """The frame's records, their events rebuilt into Python values.
+
+    Raises:
+        DecodeError: malformed records or a malformed payload of a known type.
+    """
+    try:
+        if is_json:
+            records = _json_records.decode(frame.records)
+            for record in records:
+                if type(record) is Event:
+                    record.event = from_wire(record.event, consume=True)
+        else:
+            records = _msgpack_records.decode(frame.records)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise _malformed(frame.records, exc) from exc
+    return records
+
+
+def skeleton_records(frame: Frame, is_json: bool, why: str) -> list[Record]:
+    """The frame's records with every event's ``data`` values replaced by
+    :class:`~eventbus.Unrepresentable` placeholders saying ``why`` (and its ``metadata``
+    left empty): for a frame too large to rebuild, so that its run still goes on with
+    every sequence number accounted for.
+
+    Raises:
+        DecodeError: the records themselves are malformed.
+    """
+    try:
+        skeleton = (_json_skeleton if is_json else _msgpack_skeleton).decode(frame.records)
+    except Exception as exc:
+        raise _malformed(frame.records, exc) from exc
+    placeholder = Unrepresentable("eventbus.Oversized", why)
+    records: list[Record] = []
+    for record in skeleton:
+        if type(record) is not _EventSkeleton:
+            records.append(record)  # type: ignore[arg-type]
+            continue
+        try:
+            head = (_json_head if is_json else _msgpack_head).decode(record.event)
+        except Exception:  # an event that is not a plain StreamEvent map: keep nothing
+            head = _EventHead(data={"eventbus": msgspec.Raw(b"")})
+        event = {
+            "event": head.event,
+            "name": head.name,
+            "run_id": head.run_id,
+            "tags": head.tags,
+            "metadata": {},
+            "parent_ids": head.parent_ids,
+            "data": {key: placeholder for key in head.data},
+        }
+        records.append(Event(record.seq, record.ts, event))
+    return records
+
+
+def decode_envelope(data: bytes, *, max_bytes: int, keyring: Keyring | None = None) -> Envelope:
+    """Decode one frame, its records' events rebuilt into Python values (for tests and
+    tools; subscribers decode in steps, see ``Subscriber._decode``).
 
     Raises:
         DecodeError: oversized, malformed, truncated, forged, or a schema version this
             version cannot read.
+        SignatureError: ``keyring`` given and the frame is unsigned or badly signed.
     """
     if len(data) > max_bytes:
         raise DecodeError(f"frame of {len(data)} bytes exceeds max_frame_bytes={max_bytes}")
-    try:
-        if data[:1] == b"{":
-            envelope = _json_decoder.decode(data)
-            for record in envelope.records:
-                if type(record) is Event:
-                    record.event = from_wire(record.event, consume=True)
-        else:
-            envelope = _msgpack_decoder.decode(data)
-    except DecodeError:
-        raise
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-        # (msgspec lets UnicodeDecodeError out for a msgpack str that is not UTF-8)
-        raise DecodeError(f"malformed frame ({len(data)} bytes): {exc}") from exc
-    except RecursionError as exc:  # nesting deeper than the stack allows
-        raise DecodeError(f"malformed frame ({len(data)} bytes): nested too deeply") from exc
-    except Exception as exc:  # whatever else forged bytes provoke is still a bad message
-        raise DecodeError(f"malformed frame ({len(data)} bytes): {exc!r}") from exc
-    if envelope.v != SCHEMA_VERSION:
-        raise DecodeError(f"frame schema version {envelope.v} is not {SCHEMA_VERSION}")
-    return envelope
+    frame, is_json = decode_frame(data)
+    if keyring is not None:
+        keyring.verify(frame.kid, frame.mac, frame.ns, frame.run, frame.producer, frame.records)
+    records = decode_records(frame, is_json)
+    return Envelope(frame.v, frame.ns, frame.run, frame.producer, records, frame.kid, frame.mac)
 
 
-def encode_envelope(codec: Codec, ns: str, run: str, producer: str, records: list[Record]) -> bytes:
+def encode_envelope(
+    codec: Codec,
+    ns: str,
+    run: str,
+    producer: str,
+    records: list[Record],
+    keyring: Keyring | None = None,
+) -> bytes:
     """Encode a frame from record Structs whose events are already value trees of that
     format (for tests and tools; publishers use RecordEncoder)."""
     enc = RecordEncoder(codec)
-    return enc.encode_envelope(ns, run, producer, [enc.encode_record(r) for r in records])
+    return enc.encode_envelope(ns, run, producer, [enc.encode_record(r) for r in records], keyring)
 
 
 def json_schema() -> dict[str, Any]:

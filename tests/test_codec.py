@@ -1255,8 +1255,8 @@ def test_oversized_frames_are_refused_without_decoding(monkeypatch: pytest.Monke
             raise AssertionError("decoded an oversized frame")
 
     assert decode_envelope(frame, max_bytes=len(frame)).ns == "ns"  # exactly at the limit
-    monkeypatch.setattr(_wire, "_msgpack_decoder", Boom())
-    monkeypatch.setattr(_wire, "_json_decoder", Boom())
+    for name in ("_msgpack_frame", "_json_frame", "_msgpack_records", "_json_records"):
+        monkeypatch.setattr(_wire, name, Boom())
     for data in (frame, VALID_FRAMES[1], b"\x00" * 100):
         with pytest.raises(DecodeError, match="exceeds max_frame_bytes"):
             decode_envelope(data, max_bytes=len(data) - 1)

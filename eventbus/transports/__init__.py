@@ -57,12 +57,21 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+# query options whose values are secrets (eventbus' signing keys)
+_SECRET_OPTIONS = re.compile(r"(?i)(?<=[?&])(keys)=[^&#]*")
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, safe to log and to put in errors."""
+    """The URL with its password and signing keys replaced by ``***``, safe to log and to
+    put in errors."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
+    if parts.query and _SECRET_OPTIONS.search("?" + parts.query):
+        query = _SECRET_OPTIONS.sub(r"\1=***", "?" + parts.query)[1:]
+        parts = parts._replace(query=query)
+        url = urlunsplit(parts)
     if parts.password is None:
         return url
     user = parts.username or ""

@@ -68,6 +68,8 @@ class Options(msgspec.Struct, forbid_unknown_fields=True):
     reconnect_timeout: Positive = 120.0
     follow_prefetch: PositiveInt = 1000
     segment_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 8 * 1024 * 1024
+    # the broker's max_message_size; 0: the server version's default (AMQP does not tell)
+    max_message_size: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 H_RUN = "x-eb-run"

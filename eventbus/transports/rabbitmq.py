@@ -16,6 +16,9 @@ option                 default     meaning
                                    ``ConnectError``
 ``follow_prefetch``    1000        stream credit of a follower (frames in flight)
 ``segment_bytes``      8388608     stream segment size (retention deletes whole segments)
+``max_message_size``   (server's)  the broker's ``max_message_size``: publishers keep frames
+                                   under it. Default: 16 MiB from RabbitMQ 4.0, 128 MiB before
+                                   (the brokers' defaults; AMQP does not tell a client)
 =====================  ==========  ==========================================================
 
 aio-pika's own query options (``heartbeat``, ``timeout``, ``name``, ``auth``, ``cafile``,
@@ -85,6 +88,19 @@ __all__ = ["RabbitMQTransport"]
 _DECLARE_CHANNELS = 16  # channels declaring the new runs of one batch at once
 
 
+def _default_max_message_size(conn: AbstractConnection) -> int:
+    """RabbitMQ's default ``max_message_size`` for the server's version: AMQP 0-9-1 does
+    not negotiate it (``frame_max`` is the size of one frame of a message, not of the
+    message), so a broker configured otherwise needs the ``max_message_size`` option."""
+    try:
+        props = conn.transport.connection.server_properties  # type: ignore[union-attr]
+        version = props.get("version", "")
+        major = int(str(version.decode() if isinstance(version, bytes) else version).split(".")[0])
+    except Exception:  # no version to go by: the smaller default is the safe one
+        major = 4
+    return (16 if major >= 4 else 128) * 1024 * 1024
+
+
 class RabbitMQTransport:
     """The RabbitMQ transport (see the module docstring and ``docs/rabbitmq.md``).
 
@@ -109,6 +125,8 @@ class RabbitMQTransport:
         self.reconnect_timeout = o.reconnect_timeout
         self.follow_prefetch = o.follow_prefetch
         self.segment_bytes = o.segment_bytes
+        #: the largest frame the broker takes (known at connect; None before)
+        self.max_message_bytes: int | None = None
         self.exchange_name = link.exchange_name
         self.log_queue = link.log_queue
         self.registry_queue = link.registry_queue
@@ -153,6 +171,7 @@ class RabbitMQTransport:
         link = self._link
         link.closed = False
         conn = await link.connection(deadline=None)
+        self.max_message_bytes = link.options.max_message_size or _default_max_message_size(conn)
         try:
             await link.ensure_topology(conn)
             # the channels publish uses, opened now rather than in front of the first

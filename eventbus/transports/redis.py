@@ -253,6 +253,8 @@ class RedisTransport:
         self._pub_conn: AbstractConnection | None = None
         self._pub_client: aioredis.Redis | None = None
         self._closed = False
+        #: the largest frame Redis takes (asked at connect; None before)
+        self.max_message_bytes: int | None = None
 
     def __repr__(self) -> str:
         return f"RedisTransport({self.safe_url!r}, namespace={self.namespace!r})"
@@ -320,6 +322,22 @@ class RedisTransport:
             if "DB index" in str(exc):
                 raise ConfigurationError(f"bad database in {self.safe_url!r}: {exc}") from exc
             raise TransportError(f"Redis at {self.safe_url} refused to serve: {exc}") from exc
+        self.max_message_bytes = await self._message_limit(client)
+
+    async def _message_limit(self, client: aioredis.Redis) -> int:
+        """The largest frame Redis takes: one XADD argument is at most
+        ``proto-max-bulk-len``, and a batch's XADDs (a frame goes to two streams) must fit
+        the ``client-query-buffer-limit``. CONFIG may be refused (ACLs, managed Redis):
+        then the defaults of Redis 7 are assumed."""
+        limits = {"proto-max-bulk-len": 512 * 1024 * 1024, "client-query-buffer-limit": 1 << 30}
+        for name in limits:
+            try:
+                with anyio.fail_after(self.command_timeout):
+                    reply = await client.config_get(name)
+                limits[name] = int(str(reply[name]))
+            except Exception as exc:  # refused, renamed, unparsable: keep the default
+                log.debug("Redis at %s: CONFIG GET %s failed: %s", self.safe_url, name, exc)
+        return min(limits["proto-max-bulk-len"], limits["client-query-buffer-limit"] // 2)
 
     async def aclose(self) -> None:
         """Close every connection; iterators still running raise TransportError."""
