@@ -70,17 +70,21 @@ class PublisherStats:
 
 
 class _Run:
-    __slots__ = ("done", "failure", "last_emit", "output", "records", "run_id", "seq")
+    __slots__ = ("done", "failure", "last_emit", "lost_from", "output", "records", "run_id", "seq")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.seq = 0
-        self.records: list[tuple[bytes, bool]] = []  # (encoded record, is_heartbeat)
+        # (encoded record, its seq; 0 for a heartbeat, which takes no number of its own)
+        self.records: list[tuple[bytes, int]] = []
         self.last_emit = time.monotonic()
         self.output: Any = None
         self.done = False
         # why records of this run were not published (raised by its run(), and only there)
         self.failure: EventbusError | None = None
+        # the first seq that was not published: the run's error record takes it, so that
+        # followers get the error in sequence rather than a gap
+        self.lost_from = 0
 
 
 def _run_id_of(config: RunnableConfig) -> str:
@@ -405,10 +409,12 @@ class Publisher:
                 self._max_event_bytes,
             )
         self.stats.events += 1
-        self._append(run, data, False)
+        self._append(run, data, run.seq)
 
-    def _append(self, run: _Run, data: bytes, heartbeat: bool) -> None:
-        run.records.append((data, heartbeat))
+    def _append(self, run: _Run, data: bytes, seq: int) -> None:
+        if run.lost_from and seq != run.lost_from:
+            return  # nothing after a loss, but the error record that takes its place
+        run.records.append((data, seq))
         run.last_emit = now = time.monotonic()
         if not self._dirty:
             self._pending_since = now
@@ -423,11 +429,29 @@ class Publisher:
         if run.done:
             return
         run.seq += 1
+        if run.lost_from and run.failure is not None:
+            record = self._failure_record(run.failure)
+            run.seq = run.lost_from
         record.seq = run.seq
         record.ts = time.time()
         run.done = True
-        self._append(run, self._encoder.encode_record(record), False)
+        self._append(run, self._encoder.encode_record(record), run.seq)
         self._urgent = True
+
+    def _lost(self, run: _Run, first_seq: int, failure: EventbusError) -> None:
+        """Records of ``run`` from ``first_seq`` on were not published."""
+        if run.failure is None:
+            run.failure = failure
+        if not first_seq or run.lost_from:
+            return
+        run.lost_from = first_seq
+        # what was emitted since the batch was taken would follow a gap: dropped
+        dropped, run.records = run.records, []
+        self._buffered -= sum(len(data) for data, _ in dropped)
+        self._published += len(dropped)
+        if run.done:  # its terminal record is lost: an error record in its place
+            run.done = False
+            self._terminal(run, End(0, 0.0))
 
     @staticmethod
     def _failure_record(exc: BaseException) -> Failed:
@@ -484,13 +508,15 @@ class Publisher:
 
     # -- the writer --------------------------------------------------------------------
 
-    def _take_frames(self) -> tuple[list[OutFrame], int, int, list[_Run]]:
+    def _take_frames(self) -> tuple[list[OutFrame], int, int, list[tuple[_Run, int]]]:
+        """The frames of what is pending, and each run in them with its first seq."""
         frames: list[OutFrame] = []
         count = size = 0
         limit = self._frame_limit
-        runs = list(self._dirty.values())
-        for run in runs:
+        runs: list[tuple[_Run, int]] = []
+        for run in self._dirty.values():
             records, run.records = run.records, []
+            runs.append((run, next((seq for _, seq in records if seq), 0)))
             start = 0
             while start < len(records):
                 end, nbytes = start, 0
@@ -512,7 +538,7 @@ class Publisher:
                             [r for r, _ in chunk],
                             self._keyring,
                         ),
-                        fanout=not all(hb for _, hb in chunk),
+                        fanout=any(seq for _, seq in chunk),
                         final=last,
                     )
                 )
@@ -559,9 +585,8 @@ class Publisher:
                 else:
                     failure = PublishError(f"publishing failed: {exc!r}")
                     failure.__cause__ = exc
-                for run in runs:
-                    if run.failure is None:
-                        run.failure = failure
+                for run, first_seq in runs:
+                    self._lost(run, first_seq, failure)
                 self._failures += 1
                 self._last_failure = failure
                 self.stats.failed_batches += 1
@@ -584,7 +609,7 @@ class Publisher:
                 if not run.done and now - run.last_emit >= interval:
                     self.stats.heartbeats += 1
                     record = self._encoder.encode_record(Heartbeat(run.seq, time.time()))
-                    self._append(run, record, True)
+                    self._append(run, record, 0)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

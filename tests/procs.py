@@ -11,6 +11,7 @@ one JSON line per thing it saw (flushed), so the test can watch it live.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import sys
 from typing import Any
@@ -60,6 +61,7 @@ async def endless(url: str, ns: str, run_id: str) -> None:
 
 
 async def follower(url: str, ns: str, run_id: str, idle: str = "30") -> None:
+    # (keys, if any, from $EVENTBUS_KEYS, as for the worker and the consumer)
     async with eventbus.Subscriber(url, ns, idle_timeout=float(idle)) as sub:
         emit("ready")
         try:
@@ -68,6 +70,7 @@ async def follower(url: str, ns: str, run_id: str, idle: str = "30") -> None:
         except eventbus.WorkerLostError as exc:
             emit("lost", idle_timeout=exc.idle_timeout)
             return
+    emit("stats", **dataclasses.asdict(sub.stats))
     emit("end")
 
 
@@ -77,6 +80,8 @@ async def consumer(url: str, ns: str, group: str, name: str) -> None:
         async for msg in sub.consume(group, name, start="first", prefetch=5):
             emit(msg.kind, run=msg.run_id, seq=msg.seq, event=to_wire(msg.event))
             await msg.ack()
+            if msg.kind != "event":
+                emit("stats", **dataclasses.asdict(sub.stats))
 
 
 if __name__ == "__main__":

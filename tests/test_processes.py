@@ -4,7 +4,9 @@ local ``astream_events``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -12,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +28,14 @@ WAIT = 90
 class Proc:
     """A child process whose JSON lines are read by a thread into a queue."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.popen = subprocess.Popen(
             [sys.executable, str(HERE / "procs.py"), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=HERE,
+            env={**os.environ, **(env or {})},
         )
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
@@ -169,6 +173,98 @@ def test_sigkilled_worker_leaves_followers_a_gap_free_prefix_then_worker_lost(
             assert len(remote) >= 11
             assert remote == local[: len(remote)]
             assert seen[-1] == {"kind": "lost", "idle_timeout": 3.0}
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def _forge(url: str, namespace: str, run_id: str, producer: str) -> int:
+    """Write forged frames into the run (its stream and the group stream): unsigned, and
+    signed with the right key id but another secret. Returns how many."""
+    from eventbus import Keyring
+    from eventbus._wire import Cancelled, End, Event, Failed, Heartbeat, encode_envelope
+    from eventbus.transports import OutFrame, open_transport
+
+    wrong = Keyring({"k1": "w" * 32})
+    ev = {"event": "on_custom_event", "run_id": run_id, "name": "forged", "tags": [],
+          "metadata": {}, "data": "forged", "parent_ids": []}  # fmt: skip
+    records: list[Any] = [[Heartbeat(10**9, 0.0)]]
+    for seq in range(1, 9):  # whatever number a follower expects next, one of each has it
+        records += [
+            [End(seq, 0.0)],
+            [Failed(seq, 0.0, "Forged", "evil", "forged", "")],
+            [Cancelled(seq, 0.0, "forged")],
+            [Event(seq, 0.0, ev)],
+        ]
+    frames = [encode_envelope("msgpack", namespace, run_id, producer, r) for r in records]
+    frames += [encode_envelope("msgpack", namespace, run_id, producer, r, wrong) for r in records]
+
+    async def go() -> None:
+        t = open_transport(url, namespace)
+        await t.connect()
+        try:
+            await t.publish([OutFrame(run_id, f) for f in frames])
+        finally:
+            await t.aclose()
+
+    asyncio.run(go())
+    return len(frames)
+
+
+@pytest.mark.slow  # ~12 s per broker, most of it starting three Python processes
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    ],
+)
+def test_forged_frames_never_reach_signed_followers_or_groups(kind: str, namespace: str) -> None:
+    # worker, follower and consumer are separate processes sharing a key through
+    # $EVENTBUS_KEYS; this process forges frames before the run starts and again while it
+    # runs. The application sees exactly the worker's local events, nothing lost or doubled.
+    url = broker_url(kind)
+    run_id = str(uuid.uuid4())
+    env = {"EVENTBUS_KEYS": "k1:" + "s" * 32}
+    deadline = time.monotonic() + WAIT
+    procs: list[Proc] = []
+    try:
+        follower = Proc("follower", url, namespace, run_id, env=env)
+        consumer = Proc("consumer", url, namespace, "audit", "audit-1", env=env)
+        procs = [follower, consumer]
+        for p in procs:
+            p.until("ready", deadline)
+        forged = _forge(url, namespace, run_id, "anyone:1:x")  # before the run: first in line
+        worker = Proc("worker", url, namespace, run_id, env=env)
+        procs.append(worker)
+        follower.until("event", deadline)
+        forged += _forge(url, namespace, run_id, "anyone:1:x")  # while it runs
+        local = [e["event"] for e in worker.until("done", deadline) if e["kind"] == "event"]
+        seen = follower.until("end", deadline)
+        assert [e["event"] for e in seen if e["kind"] == "event"] == local
+        stats = next(e for e in seen if e["kind"] == "stats")
+        # at least those forged before the run (it reads them first); those forged while
+        # it ran count only if they landed before the run's end
+        assert stats["unsigned"] >= forged // 4 and stats["bad_signature"] >= forged // 4
+
+        got: Counter[int] = Counter()
+        events: dict[int, Any] = {}
+        end: dict[str, Any] | None = None
+        while end is None:
+            item = consumer.next(deadline)
+            assert item is not None, "the consumer died"
+            if item.get("run") == run_id and item["kind"] == "event":
+                got[item["seq"]] += 1
+                events[item["seq"]] = item["event"]
+            elif item.get("run") == run_id:
+                assert item["kind"] == "end"
+                end = item
+        stats = consumer.until("stats", deadline)[-1]
+        lost = len(local) - len(got)
+        duplicated = sum(n - 1 for n in got.values())
+        assert (lost, duplicated) == (0, 0)
+        assert [events[s] for s in sorted(events)] == local
+        assert stats["unsigned"] >= forged // 4 and stats["bad_signature"] >= forged // 4
     finally:
         for p in procs:
             p.stop()

@@ -339,7 +339,7 @@ async def test_an_event_over_the_broker_limit_arrives_as_a_placeholder(
     assert later[-1]["data"]["output"] == 3
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~4 s: a 140 MB event, twice
 @pytest.mark.parametrize("kind", [pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
 async def test_real_broker_limits_and_a_refused_publish(kind: str, namespace: str) -> None:
     # RabbitMQ's own max_message_size (128 MiB before 4.0): a 140 MB event becomes a
@@ -362,8 +362,58 @@ async def test_real_broker_limits_and_a_refused_publish(kind: str, namespace: st
         assert events[-1]["data"]["output"] == size
         assert pub.stats.oversized_events >= 1
     liar = f"{url}{'&' if '?' in url else '?'}max_message_size={1 << 30}&publish_timeout=5"
-    async with eventbus.Publisher(liar, namespace, max_event_bytes=1 << 30) as pub:
+    async with (
+        eventbus.Publisher(liar, namespace, max_event_bytes=1 << 30) as pub,
+        eventbus.Subscriber(url, namespace) as sub,
+    ):
+        refused = str(uuid.uuid4())
         with pytest.raises(eventbus.PublishError):
-            await pub.run(big, 1, config={"run_id": str(uuid.uuid4())})
+            await pub.run(big, 1, config={"run_id": refused})
         assert await pub.run(small, 1, config={"run_id": str(uuid.uuid4())}) == 2
         assert pub.stats.failed_batches >= 1
+        # followers of the refused run learn why, in sequence (not a SequenceGapError)
+        with anyio.fail_after(WAIT), pytest.raises(eventbus.RemoteRunError) as info:
+            _ = [i async for i in sub.follow(refused)]
+        assert info.value.type_name == "PublishError"
+
+
+async def test_a_failed_batch_fails_its_run_only(url: str, namespace: str) -> None:
+    gate = asyncio.Event()
+    doomed, fine = str(uuid.uuid4()), str(uuid.uuid4())
+    async with (
+        eventbus.Publisher(url, namespace) as pub,
+        eventbus.Subscriber(url, namespace) as sub,
+    ):
+        publish = pub._transport.publish
+        refusals = 0
+
+        async def refuse_once(frames: Any) -> None:
+            # the broker refuses one batch of the doomed run (as it would an oversized
+            # message), after its first frames went through
+            nonlocal refusals
+            if gate.is_set() and refusals == 0 and any(f.run_id == doomed for f in frames):
+                refusals += 1
+                raise eventbus.PublishError("refused by the test")
+            await publish(frames)
+
+        pub._transport.publish = refuse_once  # type: ignore[method-assign]
+
+        async def follow_then_open_gate() -> list[Any]:
+            items = []
+            with pytest.raises(eventbus.RemoteRunError) as info:
+                async for item in sub.follow(doomed):
+                    items.append(item)
+                    gate.set()
+            assert info.value.type_name == "PublishError"
+            return items
+
+        with anyio.fail_after(WAIT):
+            follower = asyncio.create_task(follow_then_open_gate())
+            with pytest.raises(eventbus.PublishError, match="refused by the test"):
+                await pub.run(gated_chain(gate), 1, config={"run_id": doomed})
+            followed = await follower
+            assert await pub.run(gated_chain(gate), 1, config={"run_id": fine}) == {"doubled": 4}
+            assert [i async for i in sub.follow(fine)][-1].event["data"]["output"] == {"doubled": 4}
+        await pub.flush()  # the publisher is not left broken
+    assert refusals == 1 and pub.stats.failed_batches == 1
+    assert len(followed) >= 1
