@@ -96,16 +96,25 @@ async def _measure(workload: tuple[str, Any, Any, dict[str, Any], int], quick: b
     cases.append(Case("local astream_events (baseline)", local, {"broker": "-"}))
 
     namespaces: dict[str, str] = {}
-    for broker in ("memory", "redis", "rabbitmq"):
+    # (broker, signed): signed frames on memory show the cost of signing alone
+    for broker, signed in (
+        ("memory", False),
+        ("memory", True),
+        ("redis", False),
+        ("rabbitmq", False),
+    ):
         ns = fresh("ovh")
-        namespaces[broker] = ns
+        namespaces[broker + (" signed" if signed else "")] = ns
         why = unavailable(broker)
         url = URLS[broker] if broker != "memory" else f"memory://{ns}"
         holder: dict[str, Any] = {}
+        keys = {"bench": "k" * 32} if signed else None
 
-        def make(url: str = url, ns: str = ns, holder: dict[str, Any] = holder) -> Any:
+        def make(
+            url: str = url, ns: str = ns, holder: dict[str, Any] = holder, keys: Any = keys
+        ) -> Any:
             async def setup() -> None:
-                holder["pub"] = await Publisher(url, namespace=ns).connect()
+                holder["pub"] = await Publisher(url, namespace=ns, keys=keys).connect()
 
             async def once() -> dict[str, float]:
                 pub = holder["pub"]
@@ -120,8 +129,13 @@ async def _measure(workload: tuple[str, Any, Any, dict[str, Any], int], quick: b
             return setup, once, teardown
 
         eb_setup, eb_once, eb_teardown = make()
+        label = f"{broker}, signed frames" if signed else broker
         case = Case(
-            f"eventbus Publisher.run → {broker}", eb_once, {"broker": broker}, eb_setup, eb_teardown
+            f"eventbus Publisher.run → {label}",
+            eb_once,
+            {"broker": broker, "signed": str(signed)},
+            eb_setup,
+            eb_teardown,
         )
         if why:
             setattr(case, why[0], why[1])
@@ -169,7 +183,7 @@ async def _measure(workload: tuple[str, Any, Any, dict[str, Any], int], quick: b
         await interleaved(cases, repeats, timeout=300, warmup=not quick)
     finally:
         for broker, ns in namespaces.items():
-            await cleanup(broker, ns)
+            await cleanup(broker.split()[0], ns)
         await cleanup("redis", raw_key)
 
     rows = []
