@@ -439,11 +439,12 @@ class Publisher:
         self._urgent = True
 
     def _lost(self, run: _Run, first_seq: int, failure: EventbusError) -> None:
-        """Records of ``run`` from ``first_seq`` on were not published."""
-        if run.failure is None:
-            run.failure = failure
+        """Records of ``run`` from ``first_seq`` on were not published (0: only heartbeats
+        were, which costs the run nothing)."""
         if not first_seq or run.lost_from:
             return
+        if run.failure is None:
+            run.failure = failure
         run.lost_from = first_seq
         # what was emitted since the batch was taken would follow a gap: dropped
         dropped, run.records = run.records, []

@@ -446,8 +446,9 @@ class Subscriber:
         ``visibility_timeout`` is delivered again (to any consumer of the group), up to
         ``max_deliveries`` times, then dead-lettered (see :meth:`dead_letters`). A new
         group starts at the oldest retained record (``start="first"``) or at records
-        published from now on (``"new"``). Malformed or foreign messages are counted in
-        ``stats``, dead-lettered and skipped: they never stop the loop.
+        published from now on (``"new"``). Malformed, foreign, unsigned or badly signed
+        messages are counted in ``stats``, dead-lettered and skipped: they never stop the
+        loop. Raises what the transport raises for broker trouble retries did not cure.
         """
         check_name("group", group)
         check_name("consumer", consumer)

@@ -417,3 +417,68 @@ async def test_a_failed_batch_fails_its_run_only(url: str, namespace: str) -> No
         await pub.flush()  # the publisher is not left broken
     assert refusals == 1 and pub.stats.failed_batches == 1
     assert len(followed) >= 1
+
+
+async def test_json_frames_are_signed_too(url: str, namespace: str) -> None:
+    run_id = str(uuid.uuid4())
+    async with (
+        eventbus.Publisher(url, namespace, codec="json", keys=K1) as pub,
+        eventbus.Subscriber(url, namespace, keys=f"{K2},{K1}") as sub,
+    ):
+        local = [
+            ev
+            async for ev in pub.astream_events(
+                RunnableLambda(lambda x: {"b": b"\x00", "t": (1, 2)}), 1, config={"run_id": run_id}
+            )
+        ]
+        with anyio.fail_after(WAIT):
+            remote = [i.event async for i in sub.follow(run_id)]
+    assert_same(remote, local)
+    assert sub.stats.bad_signature == sub.stats.unsigned == 0
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "json"])
+def test_any_altered_byte_is_a_bad_signature(codec: str) -> None:
+    from eventbus._wire import decode_envelope
+
+    keyring = Keyring(K1)
+    ev = {"event": "on_custom_event", "run_id": "r", "name": "n", "tags": [], "metadata": {},
+          "data": "payload-abcdef", "parent_ids": []}  # fmt: skip
+    frame = encode_envelope(
+        codec,  # type: ignore[arg-type]
+        "space-1",
+        "run-1",
+        "host:1:x",
+        [Event(1, 0.0, ev), End(2, 0.0)],
+        keyring,
+    )
+    assert decode_envelope(frame, max_bytes=1 << 20, keyring=keyring).records[1] == End(2, 0.0)
+    for old, new in (
+        (b"payload-abcdef", b"payload-abcdeF"),
+        (b"run-1", b"run-2"),
+        (b"host:1:x", b"host:1:y"),
+        (b"space-1", b"space-2"),
+    ):
+        assert old in frame
+        with pytest.raises(eventbus.SignatureError) as info:
+            decode_envelope(frame.replace(old, new), max_bytes=1 << 20, keyring=keyring)
+        assert info.value.reason == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        "nocolon",
+        "k1:tiny-secret",
+        "bad id!:" + "x" * 20,
+        {"k1": "x" * 20, "": "y" * 20},
+        "k1:" + "x" * 20 + ",k1:" + "y" * 20,
+        42,
+    ],
+)
+def test_malformed_keys_are_configuration_errors_that_do_not_show_them(keys: Any) -> None:
+    with pytest.raises(eventbus.ConfigurationError) as info:
+        Keyring(keys)
+    text = str(info.value)
+    for secret in ("tiny-secret", "x" * 20, "y" * 20):
+        assert secret not in text
