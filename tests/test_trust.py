@@ -230,13 +230,23 @@ async def test_rejections_are_logged_at_a_bounded_rate_and_counted_exactly(
         await forge(url, namespace, run_id, frames)
         await pub.run(RunnableLambda(lambda x: x * 3), 2, config={"run_id": run_id})
     caplog.set_level(logging.WARNING, logger="eventbus")
-    async with eventbus.Subscriber(url, namespace, keys=K1) as sub:
+    async with (
+        eventbus.Subscriber(url, namespace, keys=K1) as sub,
+        eventbus.Subscriber(url, namespace, keys=K1) as group,
+    ):
         with anyio.fail_after(WAIT):
             events = [i.event async for i in sub.follow(run_id)]
+            async for msg in group.consume("g", "c", start="first"):
+                await msg.ack()
+                if msg.run_id == run_id and msg.kind == "end":
+                    break
+            dead = await group.dead_letters("g", count=1000)
     assert events[-1]["data"]["output"] == 6
-    assert (sub.stats.malformed, sub.stats.unsigned, sub.stats.bad_signature) == (100, 100, 100)
+    for s in (sub, group):
+        assert (s.stats.malformed, s.stats.unsigned, s.stats.bad_signature) == (100, 100, 100)
+    assert len(dead) == hostile
     lines = [r for r in caplog.records if r.name == "eventbus" and "rejected" in r.message]
-    assert len(lines) == 3  # one per kind within the interval
+    assert len(lines) == 6  # one per kind within the interval, per subscriber
     assert all(K1.split(":")[1] not in r.getMessage() for r in caplog.records)
 
 

@@ -11,6 +11,9 @@ A transport stores, per *namespace*:
   ``visibility_timeout``; a frame delivered ``max_deliveries`` times without an ack goes
   to the group's dead letters and is not delivered again.
 
+A transport may also have ``max_message_bytes`` (int, or None: no known limit), set by
+``connect``: the largest frame its broker accepts; publishers keep frames under it.
+
 Positions are opaque strings chosen by the transport (a Redis stream id, a RabbitMQ
 stream offset, a list index). The layers above never look inside them.
 """
