@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import _readme, codec, consume, latency, overhead, publish, scale
+from . import _readme, codec, consume, latency, overhead, publish, scale, signing
 from ._common import describe, machine_description
 
 SCENARIOS = {
@@ -34,6 +34,7 @@ SCENARIOS = {
     "latency": latency,
     "codec": codec,
     "scale": scale,
+    "signing": signing,
 }
 # EVENTBUS_BENCH_RESULTS: somewhere else than the committed results (the smoke test)
 RESULTS = Path(
