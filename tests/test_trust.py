@@ -49,17 +49,26 @@ def gated_chain(gate: asyncio.Event) -> Runnable[Any, Any]:
     )
 
 
-def forged_frames(namespace: str, run_id: str, producer: str, next_seq: int) -> list[bytes]:
-    """Well-formed frames a writer to the broker could make for a run, unsigned."""
+# forged records take every sequence number from 2 to here: whatever the follower expects
+# next when they land, one of each kind has exactly that number
+FORGED_SEQS = range(2, 13)
+FORGED = 4 * len(FORGED_SEQS) + 1  # frames forged_frames() makes
+
+
+def forged_frames(namespace: str, run_id: str, producer: str) -> list[bytes]:
+    """Well-formed frames a writer to the broker could make for a run, unsigned: an end, an
+    error, a cancellation and an event with each number of FORGED_SEQS, and a heartbeat
+    with a huge one."""
     ev = {"event": "on_custom_event", "run_id": run_id, "name": "forged", "tags": [],
           "metadata": {}, "data": "forged", "parent_ids": []}  # fmt: skip
-    records: list[Any] = [
-        [End(next_seq, 0.0)],
-        [Failed(next_seq, 0.0, "Forged", "evil", "forged failure", "Traceback: forged")],
-        [Cancelled(next_seq, 0.0, "forged cancel")],
-        [Event(next_seq, 0.0, ev)],
-        [Heartbeat(10**9, 0.0)],
-    ]
+    records: list[Any] = [[Heartbeat(10**9, 0.0)]]
+    for seq in FORGED_SEQS:
+        records += [
+            [End(seq, 0.0)],
+            [Failed(seq, 0.0, "Forged", "evil", "forged failure", "Traceback: forged")],
+            [Cancelled(seq, 0.0, "forged cancel")],
+            [Event(seq, 0.0, ev)],
+        ]
     return [encode_envelope("msgpack", namespace, run_id, producer, r) for r in records]
 
 
@@ -164,7 +173,7 @@ async def test_signed_run_survives_every_forgery(url: str, namespace: str) -> No
         )
 
         def forgeries(run_id: str) -> list[bytes]:
-            unsigned = forged_frames(namespace, run_id, pub.producer, 2)
+            unsigned = forged_frames(namespace, run_id, pub.producer)
             ev = {"event": "on_custom_event", "run_id": run_id, "name": "forged", "tags": [],
                   "metadata": {}, "data": "forged", "parent_ids": []}  # fmt: skip
             badly_signed = [
@@ -188,12 +197,12 @@ async def test_signed_run_survives_every_forgery(url: str, namespace: str) -> No
     assert_same(followed, local)
     assert local[-1]["data"]["output"] == {"doubled": 4}
     for sub in (follower, consumer):
-        assert sub.stats.unsigned == 5
+        assert sub.stats.unsigned == FORGED
         assert sub.stats.bad_signature == 4
     assert follower.stats.foreign == 1  # the replayed frame of another run
     assert_group_exact(messages, local)
-    assert len(dead) == 5 + 4
-    assert sum("not signed" in d.reason for d in dead) == 5
+    assert len(dead) == FORGED + 4
+    assert sum("not signed" in d.reason for d in dead) == FORGED
 
 
 async def test_without_keys_a_run_takes_records_only_from_its_own_producer(
@@ -209,11 +218,11 @@ async def test_without_keys_a_run_takes_records_only_from_its_own_producer(
             namespace,
             pub,
             follower,
-            lambda run_id: forged_frames(namespace, run_id, "evil:1:forger", 2),
+            lambda run_id: forged_frames(namespace, run_id, "evil:1:forger"),
             consumer,
         )
         assert_same(followed, local)
-        assert follower.stats.foreign == consumer.stats.foreign == 5
+        assert follower.stats.foreign == consumer.stats.foreign == FORGED
         assert_group_exact(messages, local)
         # a follower that resumes mid-run pins the owner from the token's frame
         run_id = messages[0].run_id
@@ -222,7 +231,7 @@ async def test_without_keys_a_run_takes_records_only_from_its_own_producer(
                 items = [i async for i in resumed.follow(run_id)]
                 rest = [i.event async for i in resumed.follow(run_id, after=items[0].id)]
         assert_same(rest, local[1:])
-        assert resumed.stats.foreign == 5 * 2  # (the first pass read them too)
+        assert resumed.stats.foreign == FORGED * 2  # (the first pass read them too)
 
 
 async def test_rejections_are_logged_at_a_bounded_rate_and_counted_exactly(
