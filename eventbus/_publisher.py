@@ -357,8 +357,9 @@ class Publisher:
         """Wait until everything emitted so far is on the broker.
 
         Raises:
-            PublishError: a batch sent meanwhile could not be published (a batch that
-                failed does not stop later ones: the publisher stays usable).
+            PublishError: records of a run that had not failed yet could not be published
+                meanwhile (a failed batch fails its runs, not the publisher: later batches
+                are tried again).
         """
         failures = self._failures
         await self._wait_published(self._emitted)
@@ -586,10 +587,13 @@ class Publisher:
                 else:
                     failure = PublishError(f"publishing failed: {exc!r}")
                     failure.__cause__ = exc
+                # news for flush() only if records of a run that had not failed yet were
+                # lost (a failed run's own error record, or heartbeats, are not news)
+                if any(first and run.failure is None for run, first in runs):
+                    self._failures += 1
+                    self._last_failure = failure
                 for run, first_seq in runs:
                     self._lost(run, first_seq, failure)
-                self._failures += 1
-                self._last_failure = failure
                 self.stats.failed_batches += 1
                 logger.error("publishing to %s failed: %s", self.url, exc)
             else:

@@ -1392,10 +1392,10 @@ def test_public_names() -> None:
     # the public API, spelled out: a name added or lost is a deliberate change to this list
     assert sorted(eventbus.__all__) == [
         "AuthenticationError", "ConfigurationError", "ConnectError", "DeadLetter",
-        "DecodeError", "EventbusError", "FollowItem", "InvalidResumeToken", "Message",
-        "MissingDependencyError", "PublishError", "Publisher", "PublisherStats",
+        "DecodeError", "EventbusError", "FollowItem", "InvalidResumeToken", "Keyring",
+        "Message", "MissingDependencyError", "PublishError", "Publisher", "PublisherStats",
         "RemoteException", "RemoteRunError", "RunCancelledError", "RunError",
-        "RunNotFoundError", "SequenceGapError", "Subscriber", "SubscriberStats",
+        "RunNotFoundError", "SequenceGapError", "SignatureError", "Subscriber", "SubscriberStats",
         "SyncPublisher", "TransportError", "UnknownType", "Unrepresentable",
         "WorkerLostError", "register_type",
     ]  # fmt: skip
