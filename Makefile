@@ -95,8 +95,9 @@ bench: install  ## the benchmark suite
 demo: install  ## a worker process publishes, a separate subscriber process prints
 	$(BIN)/eventbus demo $(DEMO_ARGS)
 
-schema: install  ## regenerate docs/wire-format.schema.json from the msgspec Structs
+schema: install  ## regenerate docs/wire-format.schema.json (msgspec Structs) and docs/json-form.schema.json (LangChain's models)
 	$(BIN)/python -c 'import sys, eventbus._wire as w; sys.stdout.write(w.json_schema_text())' > docs/wire-format.schema.json
+	$(BIN)/python -c 'import sys, eventbus._jsonable as j; sys.stdout.write(j.json_schema_text())' > docs/json-form.schema.json
 
 brokers:  ## start local Redis and RabbitMQ if they are not running (root, Debian)
 	bash .ci/brokers.sh

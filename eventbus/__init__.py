@@ -35,12 +35,30 @@ from ._exceptions import (
     TransportError,
     WorkerLostError,
 )
+from ._jsonable import to_jsonable
 from ._publisher import Publisher, PublisherStats, SyncPublisher
 from ._signing import Keyring
 from ._subscriber import FollowItem, Message, Subscriber, SubscriberStats
 from .transports import DeadLetter
 
 __version__ = "0.1.0"
+
+# the HTTP gateway needs the `http` extra (Starlette, uvicorn): imported on first use
+_LAZY = {"Gateway": "_http", "GatewayStats": "_http"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eventbus' has no attribute {name!r}")
+    try:
+        from . import _http
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"eventbus.{name} needs the http extra: pip install 'eventbus[http]' ({exc})"
+        ) from exc
+    return getattr(_http, name)
+
 
 __all__ = [
     "AuthenticationError",
@@ -50,6 +68,8 @@ __all__ = [
     "DecodeError",
     "EventbusError",
     "FollowItem",
+    "Gateway",
+    "GatewayStats",
     "InvalidResumeToken",
     "Keyring",
     "Message",
@@ -72,4 +92,5 @@ __all__ = [
     "Unrepresentable",
     "WorkerLostError",
     "register_type",
+    "to_jsonable",
 ]

@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 import msgspec
 
 from . import _langchain
-from ._codec import to_wire
 from ._exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -36,8 +35,9 @@ from ._exceptions import (
     SequenceGapError,
     TransportError,
 )
+from ._jsonable import record_jsonable, terminal_kind
 from ._runs import aggregate_runs, build_trace, drop_group, list_runs, trace_run
-from ._subscriber import Message, Subscriber
+from ._subscriber import FollowItem, Message, Subscriber
 from .transports import redact_url
 
 if TYPE_CHECKING:
@@ -157,24 +157,39 @@ def _wait_arg(seconds: float) -> float | None:
 async def _show_run(
     args: argparse.Namespace,
     run_id: str,
-    items: AsyncIterator[tuple[str | None, StreamEvent]],
+    items: AsyncIterator[FollowItem],
+    keep: Callable[[StreamEvent], StreamEvent | None] | None = None,
 ) -> int:
-    """Print a followed run: rendered for a person, or one JSON object per line."""
+    """Print a followed run: rendered for a person, or one JSON record per line (the
+    shape of ``eventbus._jsonable.record_jsonable``, as the namespace tail prints)."""
     if not _human(args):
+        seq = 0
+        error: RunError | None = None
         try:
-            async for item_id, event in items:
-                wire = to_wire(event)
-                _write_json({"id": item_id, "event": wire} if getattr(args, "ids", False) else wire)
+            async for item in items:
+                seq = int(item.id.partition(":")[0])
+                event = item.event if keep is None else keep(item.event)
+                if event is not None:
+                    _write_json(record_jsonable("event", run_id, seq, id=item.id, event=event))
         except RunError as exc:
-            _err(str(exc))
+            error = exc
+        except SequenceGapError as exc:
+            _write_json(record_jsonable("gap", run_id, exc.got, error=exc))
+            raise
+        # the terminal record: a reader tells a finished run from a cut pipe
+        _write_json(record_jsonable(terminal_kind(error), run_id, seq + 1, error=error))
+        if error is not None:
+            _err(str(error))
             return 1
         return 0
     from ._cli_render import RunView
 
     with RunView(_console()) as view:
         try:
-            async for _item_id, event in items:
-                view.handle(event)
+            async for item in items:
+                event = item.event if keep is None else keep(item.event)
+                if event is not None:
+                    view.handle(event)
         except RemoteRunError as exc:
             view.failed(str(exc), exc.traceback)
             return 1
@@ -189,19 +204,13 @@ async def _tail(args: argparse.Namespace) -> int:
     if args.run_id is None:
         return await _tail_namespace(args)
     run_id = _run_key(args.run_id)
+    keep = _langchain.EventFilter(include_types=args.types) if args.types else None
     async with _subscriber(args, start_timeout=_wait_arg(args.wait)) as sub:
         # connected: from here on, a run that starts is followed from its first event (a
         # script can start the run once it reads this line)
         _err(f"following run {run_id} in namespace {args.namespace!r}")
-
-        async def items() -> AsyncIterator[tuple[str | None, StreamEvent]]:
-            async with contextlib.aclosing(
-                sub.astream_events(run_id, include_types=args.types or None)
-            ) as events:
-                async for event in events:
-                    yield None, event
-
-        return await _show_run(args, run_id, items())
+        async with contextlib.aclosing(sub.follow(run_id)) as items:
+            return await _show_run(args, run_id, items, keep)
 
 
 async def _tail_namespace(args: argparse.Namespace) -> int:
@@ -251,12 +260,9 @@ async def _tail_namespace(args: argparse.Namespace) -> int:
 
 
 def _message_json(msg: Message, event: StreamEvent | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"run_id": msg.run_id, "seq": msg.seq, "kind": msg.kind}
-    if event is not None:
-        out["event"] = to_wire(event)
-    if msg.error is not None:
-        out["error"] = str(msg.error)
-    return out
+    if msg.kind == "event":
+        return record_jsonable("event", msg.run_id, msg.seq, event=event)
+    return record_jsonable(msg.kind, msg.run_id, msg.seq, error=msg.error)
 
 
 def _render_message(view: RunView, msg: Message, event: StreamEvent | None) -> None:
@@ -272,14 +278,11 @@ def _render_message(view: RunView, msg: Message, event: StreamEvent | None) -> N
 
 async def _replay(args: argparse.Namespace) -> int:
     run_id = _run_key(args.run_id)
-    async with _subscriber(args, start_timeout=_wait_arg(args.wait)) as sub:
-
-        async def items() -> AsyncIterator[tuple[str | None, StreamEvent]]:
-            async with contextlib.aclosing(sub.follow(run_id, after=args.after)) as follow:
-                async for item in follow:
-                    yield item.id, item.event
-
-        return await _show_run(args, run_id, items())
+    async with (
+        _subscriber(args, start_timeout=_wait_arg(args.wait)) as sub,
+        contextlib.aclosing(sub.follow(run_id, after=args.after)) as items,
+    ):
+        return await _show_run(args, run_id, items)
 
 
 # -- trace -----------------------------------------------------------------------------------
@@ -366,6 +369,7 @@ commands:
   runs     recent runs of the namespace, with status, start, duration, event count
   replay   print a run again from the broker
   trace    the run tree of a run: names, types, durations, tokens, errors
+  serve    the HTTP gateway: runs over SSE / WebSocket / LangGraph SDK join_stream
 
 examples:
   eventbus demo                                 # needs Redis on localhost (or --url)
@@ -461,8 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         "started yet). Without RUN_ID, follow every run of the namespace through a "
         "consumer group (--group; default: a throw-away group that sees records from now "
         "on). In a terminal: tokens as text, progress bars, the run tree; with --json or "
-        "when stdout is not a terminal: one JSON object per line (typed values as "
-        '{"$t": ..., "v": ...} nodes, see docs/wire-format.md).',
+        "when stdout is not a terminal: one JSON record per line, the "
+        'same shape per run and per namespace: {"kind", "run_id", "seq", "id", "event" | '
+        '"error"}, events in the JSON form of docs/json-form.md.',
         epilog="examples:\n"
         "  eventbus tail 0192f0c6-8f0e-7a51-b1b2-000000000001\n"
         "  eventbus tail 0192f0c6-8f0e-7a51-b1b2-000000000001 --types chat_model --json\n"
@@ -539,19 +544,19 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         formatter_class=raw,
         help="print a run again from the broker",
-        description="Print RUN_ID again from its first event (or after --after, an id "
-        "printed by --json --ids), as tail does.",
+        description="Print RUN_ID again from its first event (or after --after, the "
+        '"id" of a --json record), as tail does.',
         epilog="examples:\n"
         "  eventbus replay 0192f0c6-8f0e-7a51-b1b2-000000000001\n"
-        "  eventbus replay 0192f0c6-8f0e-7a51-b1b2-000000000001 --json --ids\n"
+        "  eventbus replay 0192f0c6-8f0e-7a51-b1b2-000000000001 --json\n"
         "  eventbus replay 0192f0c6-8f0e-7a51-b1b2-000000000001 --after 12:1716299999123-0\n",
     )
     replay.add_argument("run_id", metavar="RUN_ID")
     replay.add_argument("--after", metavar="ID", help="resume after this event id")
     replay.add_argument("--json", action="store_true", help="one JSON object per line")
     replay.add_argument(
-        "--ids", action="store_true", help='with --json: {"id": ..., "event": ...} per line'
-    )
+        "--ids", action="store_true", help=argparse.SUPPRESS
+    )  # kept for old scripts: every --json record has its id now
     _follow_options(replay, 5.0)
     replay.set_defaults(handler=_asyncio(_replay))
 
@@ -572,6 +577,36 @@ def build_parser() -> argparse.ArgumentParser:
     _follow_options(trace, 5.0)
     trace.set_defaults(handler=_asyncio(_trace))
 
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        formatter_class=raw,
+        help="the HTTP gateway: runs over SSE, WebSocket and LangGraph SDK join_stream",
+        description="Serve the runs of the namespace over HTTP (needs the http extra): "
+        "GET /runs/RUN_ID/events (Server-Sent Events, resume with Last-Event-ID), "
+        "/runs/RUN_ID/ws (WebSocket), /threads/ANY/runs/RUN_ID/stream (LangGraph SDK "
+        "join_stream), /runs, /healthz. See eventbus._http and the README.",
+        epilog="examples:\n"
+        "  eventbus serve --url redis://localhost:6379/0 --namespace myapp --port 8000\n"
+        "  curl -N localhost:8000/runs/0192f0c6-8f0e-7a51-b1b2-000000000001/events\n",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any)")
+    serve.add_argument(
+        "--cors", action="append", metavar="ORIGIN", help="allow this browser origin ('*': any)"
+    )
+    serve.add_argument(
+        "--wait",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="an unknown run is 404 after this long (default 5)",
+    )
+    serve.add_argument(
+        "--traceback", action="store_true", help="send the worker's traceback in error events"
+    )
+    serve.set_defaults(handler=_serve)
+
     # hidden: the demo's processes
     for name, handler in (
         ("_demo-worker", _demo_worker),
@@ -585,6 +620,39 @@ def build_parser() -> argparse.ArgumentParser:
         hidden.add_argument("--timeout", type=float, default=120.0)
         hidden.set_defaults(handler=handler)
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _check_url(args.url)
+    try:
+        from . import _http
+    except ImportError as exc:
+        raise CliError(
+            f"eventbus serve needs the http extra: pip install 'eventbus[http]' ({exc})"
+        ) from None
+
+    def ready(port: int) -> None:
+        print(
+            f"eventbus gateway: http://{args.host}:{port}/ namespace {args.namespace!r} on "
+            f"{redact_url(args.url)}; Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    logging.basicConfig(level=logging.WARNING, format="eventbus: %(message)s")
+    asyncio.run(
+        _http.serve(
+            args.url,
+            args.namespace,
+            host=args.host,
+            port=args.port,
+            ready=ready,
+            cors_origins=args.cors,
+            start_timeout=args.wait,
+            include_traceback=args.traceback,
+        )
+    )
+    return 0
 
 
 def _asyncio(

@@ -20,14 +20,12 @@ import msgspec
 import pytest
 from conftest import broker_url
 from langchain_core.callbacks.manager import adispatch_custom_event
-from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableLambda
 from rich.console import Console
 
 import eventbus
 from eventbus._cli import aggregate_runs, build_trace
 from eventbus._cli_render import RunView, runs_table, trace_tree
-from eventbus._codec import from_wire
 from eventbus._demo import ANSWER, CHAIN_ANSWER, chat_chain, research_graph
 from eventbus._wire import End, Event, encode_envelope
 from eventbus.transports import OutFrame, open_transport
@@ -77,12 +75,6 @@ def json_lines(text: str) -> list[Any]:
     return [msgspec.json.decode(line) for line in text.splitlines() if line.strip()]
 
 
-def tokens_of(events: list[dict[str, Any]]) -> str:
-    return "".join(
-        e["data"]["chunk"].content for e in events if e["event"] == "on_chat_model_stream"
-    )
-
-
 # -- demo -----------------------------------------------------------------------------------
 
 
@@ -127,24 +119,26 @@ def test_demo_across_processes(kind: str, namespace: str) -> None:
 
 
 @pytest.mark.parametrize("kind", BROKERS)
-def test_tail_json_keeps_types(kind: str, namespace: str) -> None:
+def test_tail_json_prints_records_in_the_json_form(kind: str, namespace: str) -> None:
     url = broker_url(kind)
     run_id, published = publish(url, namespace, chat_chain(pause=0), {"q": "ants?"})
     result = cli("tail", run_id, "--url", url, "--namespace", namespace, "--json")
     assert result.returncode == 0, result.stderr
-    raw = json_lines(result.stdout)
-    assert len(raw) == published
-    streamed = [e for e in raw if e["event"] == "on_chat_model_stream"]
-    assert streamed[0]["data"]["chunk"]["$t"] == "lc.AIMessageChunk"  # a typed node
-    events = [from_wire(e) for e in raw]
+    records = json_lines(result.stdout)
+    # every event, then the end record: one shape, the namespace tail's
+    assert [r["kind"] for r in records] == ["event"] * published + ["end"]
+    assert [r["seq"] for r in records] == list(range(1, published + 2))
+    assert {r["run_id"] for r in records} == {run_id}
+    events = [r["event"] for r in records[:-1]]
     assert events[0]["event"] == "on_chain_start" and events[0]["run_id"] == run_id
-    assert tokens_of(events) == CHAIN_ANSWER
     chunks = [e["data"]["chunk"] for e in events if e["event"] == "on_chat_model_stream"]
-    assert all(isinstance(c, AIMessageChunk) for c in chunks)  # and back as the same type
+    assert {c["type"] for c in chunks} == {"AIMessageChunk"}  # LangChain's own dict shape
+    assert "".join(c["content"] for c in chunks) == CHAIN_ANSWER
+    assert all(r["id"].startswith(f"{r['seq']}:") for r in records[:-1])
 
     only = cli("tail", run_id, "--url", url, "-n", namespace, "--types", "chat_model")
     assert only.returncode == 0, only.stderr  # not a TTY: JSON without --json
-    kinds = {e["event"] for e in json_lines(only.stdout)}
+    kinds = {r["event"]["event"] for r in json_lines(only.stdout) if r["kind"] == "event"}
     assert kinds == {"on_chat_model_start", "on_chat_model_stream", "on_chat_model_end"}
 
 
@@ -178,9 +172,15 @@ def test_tail_follows_a_run_that_starts_later(kind: str, namespace: str) -> None
             proc.kill()
             proc.wait(timeout=10)
     assert proc.returncode == 0, err
-    events = [from_wire(e) for e in json_lines(out)]
-    assert len(events) == published
-    assert tokens_of(events) == CHAIN_ANSWER
+    records = json_lines(out)
+    assert len(records) == published + 1  # and the end record
+    assert records[-1]["kind"] == "end"
+    chunks = [
+        r["event"]["data"]["chunk"]
+        for r in records
+        if r["kind"] == "event" and r["event"]["event"] == "on_chat_model_stream"
+    ]
+    assert "".join(c["content"] for c in chunks) == CHAIN_ANSWER
 
 
 def _publish_frames(url: str, namespace: str, run_id: str, records: list[list[Any]]) -> None:
@@ -226,7 +226,9 @@ def test_exit_codes_of_runs_that_did_not_end_normally(kind: str, namespace: str)
     result = cli("tail", cancelled, *common)
     assert result.returncode == 1, result.stderr
     assert "was cancelled in the worker" in result.stderr
-    assert [e["event"] for e in json_lines(result.stdout)] == ["on_chain_start"]
+    records = json_lines(result.stdout)
+    assert [r["event"]["event"] for r in records[:-1]] == ["on_chain_start"]
+    assert records[-1]["kind"] == "cancelled"
 
     # worker lost: one event, then silence (no end, no heartbeat) for longer than --idle
     lost = str(uuid.uuid4())
@@ -234,7 +236,9 @@ def test_exit_codes_of_runs_that_did_not_end_normally(kind: str, namespace: str)
     result = cli("tail", lost, *common, "--idle", "1")
     assert result.returncode == 1, result.stderr
     assert "presumed dead" in result.stderr
-    assert [e["data"] for e in json_lines(result.stdout)] == [{"input": 1}]
+    records = json_lines(result.stdout)
+    assert [r["event"]["data"] for r in records[:-1]] == [{"input": 1}]
+    assert records[-1]["kind"] == "lost"
 
     # sequence gap: events 2 and 3 are missing (trimmed by retention)
     gap = str(uuid.uuid4())
@@ -280,25 +284,26 @@ def test_replay_json_and_resume_after_an_id(kind: str, namespace: str) -> None:
         stream_mode=["updates", "custom"],
     )
     common = ["--url", url, "--namespace", namespace]
-    full = cli("replay", run_id, *common, "--json", "--ids")
+    full = cli("replay", run_id, *common, "--json")
     assert full.returncode == 0, full.stderr
     items = json_lines(full.stdout)
-    assert len(items) == published
-    events = [from_wire(item["event"]) for item in items]
-    assert tokens_of(events) == ANSWER
+    assert [i["kind"] for i in items] == ["event"] * published + ["end"]
+    events = [item["event"] for item in items[:-1]]
+    tokens = "".join(
+        e["data"]["chunk"]["content"] for e in events if e["event"] == "on_chat_model_stream"
+    )
+    assert tokens == ANSWER
     custom = [
         e["data"]["chunk"]
         for e in events
         if e["event"] == "on_chain_stream" and e["run_id"] == run_id
     ]
-    assert ("custom", {"type": "progress", "current": 3, "total": 5, "status": "note 3"}) in custom
+    # a (mode, chunk) tuple is an array in the JSON form
+    assert ["custom", {"type": "progress", "current": 3, "total": 5, "status": "note 3"}] in custom
 
-    rest = cli("replay", run_id, *common, "--json", "--ids", "--after", items[9]["id"])
+    rest = cli("replay", run_id, *common, "--json", "--after", items[9]["id"])
     assert rest.returncode == 0, rest.stderr
     assert json_lines(rest.stdout) == items[10:]
-
-    plain = cli("replay", run_id, *common, "--json")
-    assert json_lines(plain.stdout) == [item["event"] for item in items]
 
 
 @pytest.mark.parametrize("kind", BROKERS)
@@ -360,7 +365,11 @@ def test_tail_exits_1_when_the_run_failed(namespace: str) -> None:
     assert "the fake provider is down" in result.stderr
     assert "Traceback" not in result.stderr
     # what the run emitted before it raised is all printed (a chain's error is no event)
-    assert [e["event"] for e in json_lines(result.stdout)] == ["on_chain_start", "on_custom_event"]
+    records = json_lines(result.stdout)
+    assert [r["event"]["event"] for r in records[:-1]] == ["on_chain_start", "on_custom_event"]
+    assert records[-1]["kind"] == "error"
+    assert records[-1]["error"]["class"] == "ValueError"
+    assert records[-1]["error"]["message"] == "the fake provider is down"
 
     traced = cli("trace", run_id, "--url", url, "-n", namespace, "--json")
     assert traced.returncode == 1
@@ -393,6 +402,9 @@ def test_tail_whole_namespace_through_a_group(namespace: str) -> None:
     assert [m["seq"] for m in got] == list(range(1, published + 2))
     assert {m["run_id"] for m in got} == {run_id}
     assert got[-1]["kind"] == "end"
+    # the shape the per-run tail prints
+    assert set(got[0]) == {"kind", "run_id", "seq", "id", "event"}
+    assert got[0]["event"]["event"] == "on_chain_start"
 
 
 # -- bad input ----------------------------------------------------------------------------------

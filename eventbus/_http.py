@@ -1,0 +1,946 @@
+"""The HTTP gateway (``eventbus[http]``): runs followed over Server-Sent Events and
+WebSockets, by browsers and other services, with resume; LangGraph SDK compatible.
+
+:class:`Gateway` holds one :class:`~eventbus.Subscriber` (one broker connection) and
+builds a Starlette app (``gateway.app``), mountable in FastAPI
+(``app.mount("/eventbus", gateway.app)``); ``eventbus serve`` runs it with uvicorn.
+
+Routes (paths relative to where the app is mounted):
+
+``GET /runs/{run_id}/events``
+    Server-Sent Events of one run. Each event: ``id:`` (the resume token, the
+    ``FollowItem.id`` of the event), ``event: message`` and ``data:`` (the event's JSON
+    form, ``docs/json-form.md``). Resume with the ``Last-Event-ID`` header (browsers'
+    ``EventSource`` sends it when it reconnects) or the ``last_event_id`` query parameter.
+    Filters: ``include_names``, ``include_types``, ``include_tags``, ``exclude_*``
+    (repeatable or comma-separated). The stream ends with ``event: end`` (the run
+    finished), ``event: error`` (``data``: ``{"type", "message"}``, plus ``class`` and
+    ``module`` of the worker's exception, and ``traceback`` only when the gateway is
+    configured with ``include_traceback=True``), ``event: cancelled``, or ``event: slow``
+    (this client read too slowly and was disconnected: reconnect with ``Last-Event-ID``;
+    an ``EventSource`` does so by itself). Terminal events carry no ``id:``, so that a
+    client that reconnects after one gets it again. ``: ping`` comments every
+    ``ping_interval`` seconds while nothing happens.
+``GET /runs/{run_id}/ws``
+    The same over a WebSocket: the client's first message is a JSON object
+    ``{"last_event_id": ..., "include_types": [...], ...}`` (``{}`` to start at the
+    beginning); then the server sends JSON text messages ``{"event": "message", "id":
+    ..., "data": ...}`` and a terminal one (``end``/``error``/``cancelled``/``slow``) and
+    closes (code 1000). A first message that is not such an object, a malformed resume
+    id or an unknown run: an ``error`` message and close code 1008 (4404 for the run).
+``GET /threads/{thread_id}/runs/{run_id}/stream``
+    LangGraph SDK ``client.runs.join_stream(thread_id, run_id, stream_mode=...,
+    last_event_id=...)``. ``thread_id`` may be any value (eventbus runs have no threads).
+    Modes: ``events`` (the v2 events, as ``event: events``), and for a LangGraph run
+    published with a list ``stream_mode``, ``values``, ``updates``, ``custom``,
+    ``messages-tuple`` (parts named ``messages``), ``debug``, ``tasks``,
+    ``checkpoints`` (``mode|ns`` for subgraphs). Default: ``values``, LangGraph's default. A
+    ``metadata`` part opens a fresh stream; ``end`` or ``error`` closes it.
+``GET /threads/{thread_id}/runs/{run_id}``, ``GET /runs/{run_id}``
+    ``{"run_id", "thread_id", "status"}``: ``running`` / ``success`` / ``error`` /
+    ``interrupted`` (cancelled) / ``lost``, read from the run's records.
+``GET /runs``
+    Recent runs of the namespace with status (what ``eventbus runs --json`` prints).
+``GET /healthz``
+    ``{"status": "ok"}`` once the broker connection is up, else 503.
+
+Errors: an unknown run is 404 after ``start_timeout`` seconds (default 5; a client may ask
+for up to ``max_wait`` with ``?wait=SECONDS``, to attach to a run about to start); a run id
+that is not a UUID is 404 at once; a malformed ``Last-Event-ID`` is 400 with a message; an
+authorization hook that says no is 403.
+
+Each client follows the run on its own (its own position, so resume is exact) over the
+gateway's one broker connection, through a bounded buffer (``client_buffer`` events): a
+client whose buffer stays full for ``slow_client_timeout`` seconds is disconnected with the
+``slow`` event (it can resume), and a write that blocks for ``send_timeout`` seconds drops
+the connection. Readers never slow the worker, nor each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import msgspec
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import _langchain
+from ._exceptions import (
+    EventbusError,
+    InvalidResumeToken,
+    RunError,
+    SequenceGapError,
+)
+from ._jsonable import dumps, error_jsonable, terminal_kind, to_jsonable
+from ._subscriber import FollowItem, Subscriber, _parse_token, _run_key
+
+__all__ = ["Gateway", "GatewayStats", "create_app", "serve"]
+
+logger = logging.getLogger("eventbus.http")
+
+Authorize = Callable[[HTTPConnection, str], "bool | Awaitable[bool]"]
+
+_FILTERS = tuple(f"{a}_{b}" for a in ("include", "exclude") for b in ("names", "types", "tags"))
+_encode = msgspec.json.Encoder().encode
+_RENDER_CACHE = 4096  # rendered events shared by the clients of a run
+
+
+def _ws_protocols() -> frozenset[str]:
+    try:
+        from uvicorn.config import WS_PROTOCOLS
+    except ImportError:
+        return frozenset()
+    return frozenset(WS_PROTOCOLS)
+
+
+_WS_PROTOCOLS = _ws_protocols()
+_SSE_HEADERS = {
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",  # nginx: do not buffer the stream
+    "content-type": "text/event-stream; charset=utf-8",
+}
+
+
+@dataclass
+class GatewayStats:
+    """Counters of a gateway. ``clients``: connected streams now; ``follows``: broker
+    subscriptions (one per streaming client) now; ``slow``: clients disconnected for
+    reading too slowly; ``send_timeouts``: connections dropped on a blocked write;
+    ``events``: events sent, all clients together."""
+
+    clients: int = 0
+    follows: int = 0
+    slow: int = 0
+    send_timeouts: int = 0
+    events: int = 0
+
+
+class _Terminal:
+    """The end of a client's stream: ``kind`` is a record kind (``end``, ``error``,
+    ``cancelled``, ``lost``, ``gap``) or ``slow``."""
+
+    __slots__ = ("error", "kind")
+
+    def __init__(self, kind: str, error: BaseException | None) -> None:
+        self.kind = kind
+        self.error = error
+
+
+class _Session:
+    """One client's follow of one run, through a bounded buffer."""
+
+    def __init__(self, gateway: Gateway, run_id: str, after: str | None) -> None:
+        self.gateway = gateway
+        self.run_id = run_id
+        self.after = after
+        self.buffer: deque[FollowItem] = deque()
+        self.terminal: _Terminal | None = None
+        self.arrived = asyncio.Event()
+        self.drained = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.first = asyncio.Event()  # the first item or the end arrived
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._pump(), name=f"eventbus-http-{self.run_id}")
+
+    async def _pump(self) -> None:
+        gw = self.gateway
+        gw.stats.follows += 1
+        gw._changed()
+        sub = await gw._connect()
+        follow = sub.follow(self.run_id, after=self.after)
+        try:
+            async for item in follow:
+                while len(self.buffer) >= gw.client_buffer:
+                    self.drained.clear()
+                    try:
+                        with anyio.fail_after(gw.slow_client_timeout):
+                            await self.drained.wait()
+                    except TimeoutError:
+                        self.terminal = _Terminal("slow", None)
+                        return
+                self.buffer.append(item)
+                self.arrived.set()
+                self.first.set()
+            self.terminal = _Terminal("end", None)
+        except (RunError, SequenceGapError) as exc:
+            self.terminal = _Terminal(terminal_kind(exc), exc)
+        except EventbusError as exc:
+            logger.warning("following run %s: %s", self.run_id, exc)
+            self.terminal = _Terminal("error", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await follow.aclose()
+            gw.stats.follows -= 1
+            self.arrived.set()
+            self.first.set()
+            gw._changed()
+
+    async def next(self, timeout: float) -> FollowItem | _Terminal | None:
+        """The next item, the terminal marker, or None after ``timeout`` idle seconds."""
+        while True:
+            if self.buffer:
+                item = self.buffer.popleft()
+                self.drained.set()
+                return item
+            if self.terminal is not None:
+                return self.terminal
+            self.arrived.clear()
+            try:
+                with anyio.fail_after(timeout):
+                    await self.arrived.wait()
+            except TimeoutError:
+                return None
+
+    async def close(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+
+
+class _SendTimeout(Exception):
+    pass
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Gateway:
+    """Serves runs of one namespace over HTTP (SSE, WebSocket, LangGraph SDK join).
+
+    Args:
+        url: broker URL (as for :class:`~eventbus.Subscriber`), or ``subscriber``.
+        namespace: the namespace the publishers use.
+        subscriber: an existing Subscriber to use instead of opening one (not closed by
+            :meth:`aclose`).
+        authorize: ``(request_or_websocket, run_id) -> bool`` (or awaitable bool), called
+            for every stream and run request; False: 403 (WebSocket: close 1008).
+            None: everyone may follow every run (``eventbus serve`` warns when bound
+            beyond localhost).
+        cors_origins: origins allowed to read the streams from a browser (``["*"]``: any).
+        start_timeout: seconds an unknown run is waited for before a 404.
+        max_wait: the longest wait a client may ask for with ``?wait=``.
+        idle_timeout: a started run silent (no event, no heartbeat) this long has lost
+            its worker: the stream ends with ``error`` (``WorkerLostError``).
+        ping_interval: seconds between keep-alive comments on an idle stream.
+        client_buffer: events read ahead for one client.
+        slow_client_timeout: a client whose buffer stays full this long is disconnected.
+        send_timeout: a write to a client blocked this long drops its connection.
+        include_traceback: put the worker's traceback in ``error`` events.
+        retry_ms: the ``retry:`` reconnection delay suggested to ``EventSource``.
+        socket_send_buffer: with :meth:`serve`, the kernel send buffer of each client
+            connection in bytes (``SO_SNDBUF``); None: the kernel's autotuning (up to
+            megabytes, which a client that stops reading fills before it counts as slow).
+
+    Raises:
+        ConfigurationError, MissingDependencyError: as :class:`~eventbus.Subscriber`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        namespace: str = "default",
+        *,
+        subscriber: Subscriber | None = None,
+        authorize: Authorize | None = None,
+        cors_origins: Sequence[str] | None = None,
+        start_timeout: float = 5.0,
+        max_wait: float = 300.0,
+        idle_timeout: float | None = 30.0,
+        ping_interval: float = 15.0,
+        client_buffer: int = 1000,
+        slow_client_timeout: float = 10.0,
+        send_timeout: float = 30.0,
+        include_traceback: bool = False,
+        retry_ms: int = 1000,
+        socket_send_buffer: int | None = None,
+        transport_options: dict[str, Any] | None = None,
+    ) -> None:
+        if subscriber is None:
+            if url is None:
+                raise EventbusError("Gateway needs a broker url or a subscriber")
+            subscriber = Subscriber(
+                url,
+                namespace,
+                idle_timeout=idle_timeout,
+                transport_options=transport_options,
+            )
+            self._owns_subscriber = True
+        else:
+            self._owns_subscriber = False
+        self.subscriber = subscriber
+        self.namespace = subscriber.namespace
+        self.authorize = authorize
+        self.start_timeout = start_timeout
+        self.max_wait = max_wait
+        self.ping_interval = ping_interval
+        self.client_buffer = max(1, client_buffer)
+        self.slow_client_timeout = slow_client_timeout
+        self.send_timeout = send_timeout
+        self.include_traceback = include_traceback
+        self.retry_ms = retry_ms
+        self.socket_send_buffer = socket_send_buffer
+        self.stats = GatewayStats()
+        self._connected = False
+        self._connect_lock = asyncio.Lock()
+        self._change = asyncio.Event()
+        self._render_cache: OrderedDict[tuple[Any, str], bytes] = OrderedDict()
+        self._runs_cache: tuple[float, list[dict[str, Any]]] | None = None
+        middleware = []
+        if cors_origins:
+            middleware.append(
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=list(cors_origins),
+                    allow_methods=["GET"],
+                    allow_headers=["Last-Event-ID", "Authorization", "Cache-Control"],
+                )
+            )
+        self.app = Starlette(
+            routes=[
+                Route("/healthz", self._healthz),
+                Route("/runs", self._runs),
+                Route("/runs/{run_id}", self._run_status),
+                Route("/runs/{run_id}/events", self._sse),
+                WebSocketRoute("/runs/{run_id}/ws", self._websocket),
+                Route("/threads/{thread_id}/runs/{run_id}", self._run_status),
+                Route("/threads/{thread_id}/runs/{run_id}/stream", self._join_stream),
+            ],
+            middleware=middleware,
+            lifespan=self._lifespan,
+            exception_handlers={404: _not_found},
+        )
+        self.app.state.gateway = self
+
+    # -- life cycle --------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            await self._connect()
+        except EventbusError as exc:  # /healthz says so; requests retry the connection
+            logger.warning("broker not reachable yet: %s", exc)
+        yield
+        await self.aclose()
+
+    async def _connect(self) -> Subscriber:
+        # lazily: a gateway mounted in another app does not get its own lifespan
+        if not self._connected:
+            async with self._connect_lock:
+                if not self._connected:
+                    await self.subscriber.connect()
+                    self._connected = True
+        return self.subscriber
+
+    async def serve(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        ready: Callable[[int], None] | None = None,
+    ) -> None:
+        """Serve ``self.app`` with uvicorn until cancelled (then streams get a few seconds
+        to end, and the broker connection is closed). ``ready(port)`` is called once the
+        socket listens (with the port bound, for ``port=0``).
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        import socket
+
+        import uvicorn
+
+        if self.authorize is None and not _is_loopback(host):
+            logger.warning(
+                "eventbus gateway on %s without an authorization hook: anyone who can reach "
+                "it can follow every run of namespace %r",
+                host,
+                self.namespace,
+            )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.socket_send_buffer is not None:
+                # accepted connections inherit it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_send_buffer)
+            sock.bind((host, port))
+            sock.listen(1024)
+            config = uvicorn.Config(
+                self.app,
+                log_level="warning",
+                lifespan="on",
+                ws="websockets-sansio" if "websockets-sansio" in _WS_PROTOCOLS else "auto",
+                timeout_graceful_shutdown=3,
+            )
+            server = uvicorn.Server(config)
+            task = asyncio.create_task(server.serve(sockets=[sock]))
+            # listening before uvicorn runs: clients queue in the backlog meanwhile
+            if ready is not None:
+                ready(sock.getsockname()[1])
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                server.should_exit = True
+                await task
+                raise
+        finally:
+            sock.close()
+
+    async def aclose(self) -> None:
+        """Close the broker connection (if the gateway opened it)."""
+        if self._owns_subscriber and self._connected:
+            self._connected = False
+            await self.subscriber.aclose()
+
+    def _changed(self) -> None:
+        self._change.set()
+        self._change = asyncio.Event()
+
+    async def wait_for(self, predicate: Callable[[GatewayStats], bool], timeout: float) -> None:
+        """Wait until ``predicate(self.stats)`` holds. Raises TimeoutError after ``timeout``."""
+        with anyio.fail_after(timeout):
+            while not predicate(self.stats):
+                await self._change.wait()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    async def _allowed(self, conn: HTTPConnection, run_id: str) -> bool:
+        if self.authorize is None:
+            return True
+        verdict = self.authorize(conn, run_id)
+        if isinstance(verdict, Awaitable):
+            verdict = await verdict
+        return bool(verdict)
+
+    def _error_data(self, error: BaseException | None) -> dict[str, Any] | None:
+        if error is None:
+            return None
+        return error_jsonable(error, traceback=self.include_traceback)
+
+    def _wait(self, conn: HTTPConnection) -> float:
+        raw = conn.query_params.get("wait")
+        if raw is None:
+            return self.start_timeout
+        try:
+            return max(0.0, min(float(raw), self.max_wait))
+        except ValueError:
+            return self.start_timeout
+
+    async def _open(
+        self, conn: HTTPConnection, run_id: str, after: str | None
+    ) -> _Session | JSONResponse:
+        """A started session, or the error response (404 for a run that did not start
+        within the wait)."""
+        session = _Session(self, run_id, after)
+        session.start()
+        if after is None:
+            wait = self._wait(conn)
+            try:
+                with anyio.fail_after(wait):
+                    await session.first.wait()
+            except TimeoutError:
+                await session.close()
+                return _json_error(
+                    404,
+                    f"run {run_id} not found in namespace {self.namespace!r} "
+                    f"(nothing published within {wait:g}s)",
+                )
+        return session
+
+    def _rendered(self, item: FollowItem) -> bytes:
+        """The SSE message of an unfiltered event, rendered once for all the clients of
+        its run (the id names the run's record: a frame position and a sequence number)."""
+        key = (item.event.get("run_id"), item.id)
+        cache = self._render_cache
+        body = cache.get(key)
+        if body is None:
+            body = (
+                b"id: "
+                + item.id.encode()
+                + b"\nevent: message\ndata: "
+                + dumps(item.event)
+                + b"\n\n"
+            )
+            cache[key] = body
+            if len(cache) > _RENDER_CACHE:
+                cache.popitem(last=False)
+        return body
+
+    # -- routes ------------------------------------------------------------------------
+
+    async def _healthz(self, request: Request) -> Response:
+        try:
+            await self._connect()
+        except EventbusError as exc:
+            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ok", "namespace": self.namespace})
+
+    async def _runs(self, request: Request) -> Response:
+        from ._runs import list_runs
+
+        try:
+            limit = max(1, min(int(request.query_params.get("limit", "50")), 1000))
+        except ValueError:
+            return _json_error(400, "limit must be an integer")
+        now = time.time()
+        cached = self._runs_cache
+        if cached is None or now - cached[0] > 2.0:
+            sub = await self._connect()
+            runs, _ = await list_runs(
+                sub,
+                first_wait=0.5,
+                settle=0.2,
+                max_records=100_000,
+                idle=self.subscriber.idle_timeout or 3600,
+                now=now,
+            )
+            cached = self._runs_cache = (now, runs)
+        allowed = [r for r in cached[1] if await self._allowed(request, r["run_id"])]
+        return JSONResponse({"runs": allowed[:limit]})
+
+    async def _run_status(self, request: Request) -> Response:
+        run_id = _valid_run(request.path_params["run_id"])
+        if run_id is None:
+            return _json_error(404, "not a run id (a UUID)")
+        if not await self._allowed(request, run_id):
+            return _json_error(403, "not allowed")
+        session = await self._open(request, run_id, None)
+        if isinstance(session, JSONResponse):
+            return session
+        status = "running"
+        events = 0
+        try:
+            # what is retained now: until the end, or nothing new for a moment
+            while True:
+                item = await session.next(0.25)
+                if item is None:
+                    break
+                if isinstance(item, _Terminal):
+                    status = {
+                        "end": "success",
+                        "cancelled": "interrupted",
+                        "lost": "lost",
+                        "slow": "running",
+                    }.get(item.kind, "error")
+                    break
+                events += 1
+        finally:
+            await session.close()
+        return JSONResponse(
+            {
+                "run_id": run_id,
+                "thread_id": request.path_params.get("thread_id"),
+                "status": status,
+                "events": events,
+            }
+        )
+
+    def _resume_token(self, conn: HTTPConnection) -> str | JSONResponse | None:
+        token = conn.headers.get("last-event-id") or conn.query_params.get("last_event_id")
+        if not token:
+            return None
+        try:
+            _parse_token(token)
+        except InvalidResumeToken:
+            return _json_error(
+                400,
+                f"malformed Last-Event-ID {token[:100]!r}: send back the id: of an event "
+                "this gateway sent",
+            )
+        return token
+
+    def _filter(self, conn: HTTPConnection) -> _langchain.EventFilter | None:
+        options: dict[str, list[str]] = {}
+        for key in _FILTERS:
+            values = [v for raw in conn.query_params.getlist(key) for v in raw.split(",") if v]
+            if values:
+                options[key] = values
+        return _langchain.EventFilter(**options) if options else None
+
+    async def _prepare(self, request: Request) -> tuple[str, _Session] | JSONResponse:
+        run_id = _valid_run(request.path_params["run_id"])
+        if run_id is None:
+            return _json_error(404, "not a run id (a UUID)")
+        token = self._resume_token(request)
+        if isinstance(token, JSONResponse):
+            return token
+        if not await self._allowed(request, run_id):
+            return _json_error(403, "not allowed")
+        session = await self._open(request, run_id, token)
+        if isinstance(session, JSONResponse):
+            return session
+        return run_id, session
+
+    async def _sse(self, request: Request) -> Response:
+        prepared = await self._prepare(request)
+        if isinstance(prepared, JSONResponse):
+            return prepared
+        _, session = prepared
+        keep = self._filter(request)
+
+        def render(item: FollowItem | _Terminal) -> bytes | None:
+            if isinstance(item, _Terminal):
+                kind = item.kind
+                if kind in ("lost", "gap"):
+                    kind = "error"
+                if kind == "slow":
+                    data: Any = {
+                        "type": "SlowClient",
+                        "message": f"this client read too slowly (buffer of "
+                        f"{self.client_buffer} events full for {self.slow_client_timeout:g}s); "
+                        "reconnect with Last-Event-ID to resume",
+                    }
+                else:
+                    data = self._error_data(item.error)
+                return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
+            event = item.event if keep is None else keep(item.event)
+            if event is None:
+                return None
+            return b"id: " + item.id.encode() + b"\nevent: message\ndata: " + dumps(event) + b"\n\n"
+
+        # the retry: field rides on the first event (a block of its own is dispatched as
+        # an empty message by some clients, e.g. httpx-sse)
+        return _EventStream(self, session, render, b"", first_prefix=b"retry: %d\n" % self.retry_ms)
+
+    async def _join_stream(self, request: Request) -> Response:
+        prepared = await self._prepare(request)
+        if isinstance(prepared, JSONResponse):
+            return prepared
+        run_id, session = prepared
+        modes = {m for raw in request.query_params.getlist("stream_mode") for m in raw.split(",")}
+        modes.discard("")
+        if not modes:
+            modes = {"values"}
+        if "messages-tuple" in modes:
+            modes.add("messages")
+        keep = self._filter(request)
+        head = b""
+        if session.after is None:
+            head = b"event: metadata\ndata: " + _encode({"run_id": run_id, "attempt": 1}) + b"\n\n"
+
+        def render(item: FollowItem | _Terminal) -> bytes | None:
+            if isinstance(item, _Terminal):
+                if item.kind == "end":
+                    return b"event: end\ndata: null\n\n"
+                if item.kind == "slow":
+                    return None  # the connection just closes: the SDK reconnects
+                error = self._error_data(item.error) or {}
+                data = {
+                    "error": error.get("class") or error.get("type"),
+                    "message": error.get("message"),
+                }
+                return b"event: error\ndata: " + _encode(data) + b"\n\n"
+            parts: list[tuple[str, Any]] = []
+            event = item.event
+            if "events" in modes:
+                kept = event if keep is None else keep(event)
+                if kept is not None:
+                    parts.append(("events", to_jsonable(kept)))
+            if event["run_id"] == run_id and event["event"] == "on_chain_stream":
+                part = _mode_part(event["data"].get("chunk"), modes)
+                if part is not None:
+                    parts.append(part)
+            if not parts:
+                return None
+            out = bytearray()
+            for n, (name, data) in enumerate(parts):
+                # one id per event, on its last part: a resume never splits an event
+                if n == len(parts) - 1:
+                    out += b"id: " + item.id.encode() + b"\n"
+                out += b"event: " + name.encode() + b"\ndata: " + _safe_encode(data) + b"\n\n"
+            return bytes(out)
+
+        # relative to where the app is mounted: the SDK resolves it against its base URL
+        path = request.scope["path"]
+        root = request.scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        location = path + (f"?{request.url.query}" if request.url.query else "")
+        return _EventStream(self, session, render, head, extra_headers={"location": location})
+
+    async def _websocket(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        run_id = _valid_run(websocket.path_params["run_id"])
+        if run_id is None:
+            await _ws_fail(websocket, 4404, "NotFound", "not a run id (a UUID)")
+            return
+        try:
+            with anyio.fail_after(self.max_wait):
+                first = await websocket.receive_text()
+            hello = msgspec.json.decode(first)
+            if type(hello) is not dict:
+                raise ValueError("the first message must be a JSON object")
+            token = hello.get("last_event_id")
+            if token is not None:
+                if type(token) is not str:
+                    raise ValueError("last_event_id must be a string")
+                _parse_token(token)
+            options: dict[str, list[str]] = {}
+            for key in _FILTERS:
+                value = hello.get(key)
+                if value is not None:
+                    if type(value) is not list or not all(type(v) is str for v in value):
+                        raise ValueError(f"{key} must be a list of strings")
+                    options[key] = value
+        except WebSocketDisconnect:
+            return
+        except TimeoutError:
+            await _ws_fail(websocket, 1008, "BadRequest", "no first message")
+            return
+        except (ValueError, KeyError, msgspec.DecodeError, InvalidResumeToken) as exc:
+            await _ws_fail(websocket, 1008, "BadRequest", f"bad first message: {exc}")
+            return
+        if not await self._allowed(websocket, run_id):
+            await _ws_fail(websocket, 1008, "Forbidden", "not allowed")
+            return
+        keep = _langchain.EventFilter(**options) if options else None
+        session = await self._open(websocket, run_id, token)
+        if isinstance(session, JSONResponse):
+            await _ws_fail(websocket, 4404, "NotFound", f"run {run_id} not found")
+            return
+        self.stats.clients += 1
+        self._changed()
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def listen() -> None:
+                    # what the client says after its first message is ignored; its
+                    # going away ends the stream
+                    with contextlib.suppress(WebSocketDisconnect):
+                        while True:
+                            message = await websocket.receive()
+                            if message["type"] == "websocket.disconnect":
+                                break
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(listen)
+                await self._ws_stream(websocket, session, keep)
+                tg.cancel_scope.cancel()
+        except _SendTimeout:
+            self.stats.send_timeouts += 1
+        finally:
+            await session.close()
+            self.stats.clients -= 1
+            self._changed()
+        with contextlib.suppress(Exception):
+            await websocket.close(1000)
+
+    async def _ws_stream(
+        self,
+        websocket: WebSocket,
+        session: _Session,
+        keep: _langchain.EventFilter | None,
+    ) -> None:
+        async def send(message: dict[str, Any]) -> None:
+            try:
+                with anyio.fail_after(self.send_timeout):
+                    await websocket.send_bytes(_safe_encode(message))
+            except TimeoutError:
+                raise _SendTimeout from None
+
+        while True:
+            item = await session.next(self.ping_interval)
+            if item is None:
+                await send({"event": "ping"})
+                continue
+            if isinstance(item, _Terminal):
+                if item.kind == "slow":
+                    self.stats.slow += 1
+                    data: Any = {"type": "SlowClient", "message": "this client read too slowly"}
+                    kind = "slow"
+                else:
+                    kind = "error" if item.kind in ("lost", "gap") else item.kind
+                    data = self._error_data(item.error)
+                await send({"event": kind, "data": data})
+                return
+            event = item.event if keep is None else keep(item.event)
+            if event is not None:
+                await send({"event": "message", "id": item.id, "data": to_jsonable(event)})
+                self.stats.events += 1
+
+
+def _mode_part(chunk: Any, modes: set[str]) -> tuple[str, Any] | None:
+    """The LangGraph SDK part of a root graph's stream chunk: ``(mode, payload)`` or
+    ``(namespace, mode, payload)`` (subgraphs); a bare chunk is ``values``."""
+    namespace: tuple[str, ...] = ()
+    if type(chunk) is tuple and len(chunk) == 2 and type(chunk[0]) is str:
+        mode, payload = chunk
+    elif (
+        type(chunk) is tuple
+        and len(chunk) == 3
+        and type(chunk[0]) is tuple
+        and type(chunk[1]) is str
+    ):
+        namespace, mode, payload = chunk
+    else:
+        mode, payload = "values", chunk
+    if mode not in modes:
+        return None
+    name = mode if not namespace else "|".join((mode, *namespace))
+    return name, to_jsonable(payload)
+
+
+def _safe_encode(data: Any) -> bytes:
+    try:
+        return _encode(data)
+    except (msgspec.EncodeError, UnicodeEncodeError):
+        return dumps(data)
+
+
+def _valid_run(value: str) -> str | None:
+    try:
+        return _run_key(value)
+    except EventbusError:
+        return None
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _json_error(404, "not found")
+
+
+def _json_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _ws_fail(websocket: WebSocket, code: int, kind: str, message: str) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.send_bytes(
+            _encode({"event": "error", "data": {"type": kind, "message": message}})
+        )
+        await websocket.close(code, reason=message[:120])
+
+
+class _EventStream(Response):
+    """A ``text/event-stream`` response fed by a session: pings when idle, a bounded
+    wait on every write, and the session closed as soon as the client goes away."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        session: _Session,
+        render: Callable[[FollowItem | _Terminal], bytes | None],
+        head: bytes,
+        extra_headers: dict[str, str] | None = None,
+        first_prefix: bytes = b"",
+    ) -> None:
+        self.first_prefix = first_prefix
+        # not Response.__init__: it would announce a content-length of 0
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in {**_SSE_HEADERS, **(extra_headers or {})}.items()
+        ]
+        self.gateway = gateway
+        self.session = session
+        self.renderer = render
+        self.head = head
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self.gateway
+        gw.stats.clients += 1
+        gw._changed()
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def listen() -> None:
+                    while True:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            break
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(listen)
+                await self._stream(send)
+                tg.cancel_scope.cancel()
+        except _SendTimeout:
+            gw.stats.send_timeouts += 1
+        except OSError:  # the client went away mid-write
+            pass
+        finally:
+            await self.session.close()
+            gw.stats.clients -= 1
+            gw._changed()
+
+    async def _write(self, send: Send, body: bytes, more: bool = True) -> None:
+        try:
+            with anyio.fail_after(self.gateway.send_timeout):
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+        except TimeoutError:
+            raise _SendTimeout from None
+
+    async def _stream(self, send: Send) -> None:
+        gw = self.gateway
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if self.head:
+            await self._write(send, self.head)
+        while True:
+            item = await self.session.next(gw.ping_interval)
+            if item is None:
+                await self._write(send, b": ping\n\n")
+                continue
+            body = self.renderer(item)
+            if body and self.first_prefix:
+                body, self.first_prefix = self.first_prefix + body, b""
+            if isinstance(item, _Terminal):
+                if item.kind == "slow":
+                    gw.stats.slow += 1
+                await self._write(send, body or b"", more=False)
+                return
+            if body is not None:
+                await self._write(send, body)
+                gw.stats.events += 1
+
+
+def create_app(url: str, namespace: str = "default", **options: Any) -> Starlette:
+    """A Starlette app serving runs of ``namespace`` (``Gateway(url, namespace,
+    **options).app``); its Gateway is ``app.state.gateway``.
+
+    Raises:
+        ConfigurationError, MissingDependencyError: as :class:`~eventbus.Subscriber`.
+    """
+    return Gateway(url, namespace, **options).app
+
+
+async def serve(
+    url: str,
+    namespace: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    ready: Callable[[int], None] | None = None,
+    **options: Any,
+) -> None:
+    """Run a :class:`Gateway` (``Gateway(url, namespace, **options)``) with uvicorn until
+    cancelled; see :meth:`Gateway.serve`.
+
+    Raises:
+        OSError: the address cannot be bound.
+        ConfigurationError, MissingDependencyError: as :class:`~eventbus.Subscriber`.
+    """
+    await Gateway(url, namespace, **options).serve(host=host, port=port, ready=ready)
