@@ -44,20 +44,27 @@ from .transports import DeadLetter
 __version__ = "0.1.0"
 
 # the HTTP gateway needs the `http` extra (Starlette, uvicorn): imported on first use
-_LAZY = {"Gateway": "_http", "GatewayStats": "_http"}
+_LAZY = {
+    "Gateway": "_http",
+    "GatewayStats": "_http",
+    "WebhookForwarder": "_webhooks",
+    "WebhookStats": "_webhooks",
+}
 
 
 def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'eventbus' has no attribute {name!r}")
+    import importlib
+
     try:
-        from . import _http
+        loaded = importlib.import_module(f".{module}", __name__)
     except ImportError as exc:
         raise MissingDependencyError(
             f"eventbus.{name} needs the http extra: pip install 'eventbus[http]' ({exc})"
         ) from exc
-    return getattr(_http, name)
+    return getattr(loaded, name)
 
 
 __all__ = [
@@ -90,6 +97,8 @@ __all__ = [
     "TransportError",
     "UnknownType",
     "Unrepresentable",
+    "WebhookForwarder",
+    "WebhookStats",
     "WorkerLostError",
     "register_type",
     "to_jsonable",

@@ -370,6 +370,7 @@ commands:
   replay   print a run again from the broker
   trace    the run tree of a run: names, types, durations, tokens, errors
   serve    the HTTP gateway: runs over SSE / WebSocket / LangGraph SDK join_stream
+  forward  POST every record to a webhook (Standard Webhooks signatures, retries)
 
 examples:
   eventbus demo                                 # needs Redis on localhost (or --url)
@@ -607,6 +608,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
+    forward = sub.add_parser(
+        "forward",
+        parents=[common],
+        formatter_class=raw,
+        help="POST every record to a webhook, signed (Standard Webhooks), with retries",
+        description="Forward every record of the namespace's runs to --to as a member of "
+        "consumer group --group: one POST per record in the JSON form, signed per the "
+        "Standard Webhooks specification with --secret (env EVENTBUS_WEBHOOK_SECRET); "
+        "retries with backoff on 5xx/408/429/timeouts, dead letters after --max-attempts "
+        "or on another 4xx; acked only after a 2xx; each run's records in order. Needs "
+        "the http extra. See eventbus._webhooks.",
+        epilog="examples:\n"
+        "  eventbus forward --group hooks --to https://example.com/hook --secret whsec_...\n"
+        "  eventbus forward --group notify --to http://localhost:9000/done --terminal-only\n",
+    )
+    forward.add_argument("--group", required=True, help="the consumer group")
+    forward.add_argument("--to", required=True, metavar="URL", help="the webhook endpoint")
+    forward.add_argument(
+        "--secret",
+        default=os.environ.get("EVENTBUS_WEBHOOK_SECRET"),
+        help="signing secret, whsec_<base64> (env EVENTBUS_WEBHOOK_SECRET)",
+    )
+    forward.add_argument("--start", choices=("new", "first"), default="new")
+    forward.add_argument("--terminal-only", action="store_true", help="only each run's end record")
+    forward.add_argument("--max-attempts", type=int, default=8, metavar="N")
+    forward.set_defaults(handler=_forward)
+
     # hidden: the demo's processes
     for name, handler in (
         ("_demo-worker", _demo_worker),
@@ -652,6 +680,37 @@ def _serve(args: argparse.Namespace) -> int:
             include_traceback=args.traceback,
         )
     )
+    return 0
+
+
+def _forward(args: argparse.Namespace) -> int:
+    _check_url(args.url)
+    if not args.secret:
+        raise CliError("eventbus forward needs --secret (or EVENTBUS_WEBHOOK_SECRET)")
+    try:
+        from ._webhooks import WebhookForwarder
+    except ImportError as exc:
+        raise CliError(
+            f"eventbus forward needs the http extra: pip install 'eventbus[http]' ({exc})"
+        ) from None
+    forwarder = WebhookForwarder(
+        args.url,
+        args.namespace,
+        group=args.group,
+        to=args.to,
+        secret=args.secret,
+        start=args.start,
+        terminal_only=args.terminal_only,
+        max_attempts=args.max_attempts,
+    )
+    print(
+        f"eventbus forward: namespace {args.namespace!r} on {redact_url(args.url)}, group "
+        f"{args.group!r} -> {args.to}; Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    logging.basicConfig(level=logging.WARNING, format="eventbus: %(message)s")
+    asyncio.run(forwarder.run())
     return 0
 
 
