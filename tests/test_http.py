@@ -608,3 +608,45 @@ async def test_eventbus_serve_command(namespace: str) -> None:
         proc.wait(timeout=30)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+async def test_langgraph_sdk_join_stream_with_subgraphs(namespace: str) -> None:
+    from graphs import GRAPHS
+    from langgraph_sdk import get_client
+
+    url = broker_url("memory")
+    gateway = Gateway(url, namespace)
+    graph, value, kwargs = GRAPHS["subgraph_in_every_mode"]()
+    run_id = str(uuid.uuid4())
+    async with eventbus.Publisher(url, namespace) as pub:
+        with anyio.fail_after(WAIT):
+            local = [
+                e
+                async for e in pub.astream_events(
+                    graph, value, config={"run_id": run_id}, subgraphs=True, **kwargs
+                )
+            ]
+    chunks = [
+        e["data"]["chunk"]
+        for e in local
+        if e["run_id"] == run_id and e["event"] == "on_chain_stream"
+    ]
+    # (namespace, mode, payload): the SDK's part names are "mode|ns1|ns2..."
+    expected = [
+        ("|".join((mode, *ns)), eventbus.to_jsonable(payload))
+        for ns, mode, payload in chunks
+        if mode in ("updates", "custom", "messages")
+    ]
+    assert any("|" in name for name, _ in expected)  # the subgraph's own parts are there
+    async with serving(gateway) as base:
+        client = get_client(url=base)
+        try:
+            with anyio.fail_after(WAIT):
+                joined = client.runs.join_stream(
+                    "t", run_id, stream_mode=["updates", "custom", "messages-tuple"]
+                )
+                parts = [(p.event, p.data) async for p in joined]
+        finally:
+            await client.aclose()
+    assert parts[1:-1] == expected
+    await gateway.aclose()

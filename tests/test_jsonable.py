@@ -19,6 +19,7 @@ import anyio
 import jsonschema
 import msgspec
 import pytest
+from graphs import GRAPHS
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from runnables import CASES, FIXED_UUID, odd_values
@@ -43,12 +44,12 @@ def test_committed_schema_is_the_generated_one() -> None:
 
 
 async def _local_events(case: str) -> list[dict[str, Any]]:
-    runnable, value, kwargs = CASES[case]()
+    runnable, value, kwargs = (CASES | GRAPHS)[case]()
     with anyio.fail_after(60):
         return [e async for e in runnable.astream_events(value, version="v2", **kwargs)]
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, *GRAPHS])
 async def test_corpus_events_validate_against_the_schema(case: str) -> None:
     validator = _validator()
     events = await _local_events(case)
