@@ -606,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--traceback", action="store_true", help="send the worker's traceback in error events"
     )
+    serve.add_argument(
+        "--page", action="store_true", help="serve a page at / that follows ?run=RUN_ID"
+    )
     serve.set_defaults(handler=_serve)
 
     forward = sub.add_parser(
@@ -678,6 +681,7 @@ def _serve(args: argparse.Namespace) -> int:
             cors_origins=args.cors,
             start_timeout=args.wait,
             include_traceback=args.traceback,
+            page=args.page,
         )
     )
     return 0

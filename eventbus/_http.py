@@ -41,6 +41,9 @@ Routes (paths relative to where the app is mounted):
     ``interrupted`` (cancelled) / ``lost``, read from the run's records.
 ``GET /runs``
     Recent runs of the namespace with status (what ``eventbus runs --json`` prints).
+``GET /`` (with ``page=True``, ``eventbus serve --page``)
+    A page that follows ``?run=<run id>`` with ``EventSource``: tokens as text, progress
+    bars, tool calls, the end state; it reconnects (and resumes) by itself.
 ``GET /healthz``
     ``{"status": "ok"}`` once the broker connection is up, else 503.
 
@@ -250,6 +253,8 @@ class Gateway:
         send_timeout: a write to a client blocked this long drops its connection.
         include_traceback: put the worker's traceback in ``error`` events.
         retry_ms: the ``retry:`` reconnection delay suggested to ``EventSource``.
+        page: serve a small page at ``/`` that follows ``?run=<run id>`` with
+            ``EventSource`` (tokens, progress bars, tool calls, the end state).
         socket_send_buffer: with :meth:`serve`, the kernel send buffer of each client
             connection in bytes (``SO_SNDBUF``); None: the kernel's autotuning (up to
             megabytes, which a client that stops reading fills before it counts as slow).
@@ -276,6 +281,7 @@ class Gateway:
         include_traceback: bool = False,
         retry_ms: int = 1000,
         socket_send_buffer: int | None = None,
+        page: bool = False,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
         if subscriber is None:
@@ -320,6 +326,7 @@ class Gateway:
             )
         self.app = Starlette(
             routes=[
+                *([Route("/", self._page)] if page else []),
                 Route("/healthz", self._healthz),
                 Route("/runs", self._runs),
                 Route("/runs/{run_id}", self._run_status),
@@ -490,6 +497,12 @@ class Gateway:
         return body
 
     # -- routes ------------------------------------------------------------------------
+
+    async def _page(self, request: Request) -> Response:
+        from importlib.resources import files
+
+        html = files("eventbus").joinpath("_static/follow.html").read_bytes()
+        return Response(html, media_type="text/html", headers={"cache-control": "no-cache"})
 
     async def _healthz(self, request: Request) -> Response:
         try:
