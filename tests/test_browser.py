@@ -37,6 +37,7 @@ pytestmark = pytest.mark.anyio
 
 WAIT = 60
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_CHROMIUM = os.path.exists(CHROMIUM)
 ARTIFACTS = Path(
     os.environ.get("EVENTBUS_TEST_ARTIFACTS") or Path(__file__).parent.parent / ".artifacts"
 )
@@ -175,7 +176,7 @@ def _save(name: str, data: bytes) -> None:
 
 
 async def test_page_shows_every_token_once_across_a_cut(namespace: str) -> None:
-    if not os.path.exists(CHROMIUM):
+    if not HAVE_CHROMIUM:
         message = "needs Debian's chromium package (bash .ci/chromium.sh)"
         if os.environ.get("EVENTBUS_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
