@@ -52,11 +52,14 @@ for up to ``max_wait`` with ``?wait=SECONDS``, to attach to a run about to start
 that is not a UUID is 404 at once; a malformed ``Last-Event-ID`` is 400 with a message; an
 authorization hook that says no is 403.
 
-Each client follows the run on its own (its own position, so resume is exact) over the
-gateway's one broker connection, through a bounded buffer (``client_buffer`` events): a
-client whose buffer stays full for ``slow_client_timeout`` seconds is disconnected with the
-``slow`` event (it can resume), and a write that blocks for ``send_timeout`` seconds drops
-the connection. Readers never slow the worker, nor each other.
+The clients of one run share one broker follow (a hub holding the run's last
+``hub_max_events`` records; a client that needs older ones follows on its own), over the
+gateway's one broker connection; the hub ends when the run's last client leaves. Each
+client reads at its own position (so resume is exact) through a bounded buffer
+(``client_buffer`` events): a client whose buffer stays full for
+``slow_client_timeout`` seconds is disconnected with the ``slow`` event (it can resume),
+and a write that blocks for ``send_timeout`` seconds drops the connection. Readers never
+slow the worker, nor each other.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ import ipaddress
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,12 +166,10 @@ class _Session:
 
     async def _pump(self) -> None:
         gw = self.gateway
-        gw.stats.follows += 1
-        gw._changed()
-        sub = await gw._connect()
-        follow = sub.follow(self.run_id, after=self.after)
+        hub = gw._acquire_hub(self.run_id)
+        items = gw._items(hub, self.after)
         try:
-            async for item in follow:
+            async for item in items:
                 while len(self.buffer) >= gw.client_buffer:
                     self.drained.clear()
                     try:
@@ -188,8 +189,8 @@ class _Session:
             self.terminal = _Terminal("error", exc)
         finally:
             with contextlib.suppress(Exception):
-                await follow.aclose()
-            gw.stats.follows -= 1
+                await items.aclose()
+            gw._release_hub(hub)
             self.arrived.set()
             self.first.set()
             gw._changed()
@@ -215,6 +216,71 @@ class _Session:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
+
+
+class _Fallback(Exception):
+    """The hub no longer holds the records a client needs: it follows on its own."""
+
+
+class _Hub:
+    """One broker follow of a run, shared by the gateway's clients of that run: the
+    records read so far (up to ``hub_max_events``, oldest dropped first) and the end."""
+
+    def __init__(self, gateway: Gateway, run_id: str) -> None:
+        self.gateway = gateway
+        self.run_id = run_id
+        self.items: list[FollowItem] = []
+        self.base = 0  # records dropped from the front: items[i] has seq base + i + 1
+        self.error: BaseException | None = None
+        self.done = False
+        self.clients = 0
+        self.changed = asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name=f"eventbus-http-hub-{run_id}")
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def _run(self) -> None:
+        gw = self.gateway
+        gw.stats.follows += 1
+        gw._changed()
+        try:
+            sub = await gw._connect()
+            async with contextlib.aclosing(sub.follow(self.run_id)) as follow:
+                async for item in follow:
+                    self.items.append(item)
+                    if len(self.items) > gw.hub_max_events:
+                        drop = max(1, gw.hub_max_events // 4)
+                        del self.items[:drop]
+                        self.base += drop
+                    self._notify()
+        except EventbusError as exc:
+            self.error = exc
+        finally:
+            self.done = True
+            gw.stats.follows -= 1
+            self._notify()
+            gw._changed()
+
+    async def follow(self, seen: int) -> AsyncGenerator[FollowItem, None]:
+        """The run's items after the first ``seen``; raises what ``Subscriber.follow``
+        raises, or _Fallback when they are no longer held."""
+        index = seen
+        while True:
+            if index < self.base:
+                raise _Fallback
+            while index - self.base < len(self.items):
+                item = self.items[index - self.base]
+                index += 1
+                yield item
+                if index < self.base:
+                    raise _Fallback
+            if self.done:
+                if self.error is not None:
+                    raise self.error
+                return
+            await self.changed.wait()
 
 
 class _SendTimeout(Exception):
@@ -253,6 +319,7 @@ class Gateway:
         send_timeout: a write to a client blocked this long drops its connection.
         include_traceback: put the worker's traceback in ``error`` events.
         retry_ms: the ``retry:`` reconnection delay suggested to ``EventSource``.
+        hub_max_events: records of a run held in memory for its clients (see below).
         page: serve a small page at ``/`` that follows ``?run=<run id>`` with
             ``EventSource`` (tokens, progress bars, tool calls, the end state).
         socket_send_buffer: with :meth:`serve`, the kernel send buffer of each client
@@ -282,6 +349,7 @@ class Gateway:
         retry_ms: int = 1000,
         socket_send_buffer: int | None = None,
         page: bool = False,
+        hub_max_events: int = 10_000,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
         if subscriber is None:
@@ -312,6 +380,8 @@ class Gateway:
         self._connected = False
         self._connect_lock = asyncio.Lock()
         self._change = asyncio.Event()
+        self.hub_max_events = max(1, hub_max_events)
+        self._hubs: dict[str, _Hub] = {}
         self._render_cache: OrderedDict[tuple[Any, str], bytes] = OrderedDict()
         self._runs_cache: tuple[float, list[dict[str, Any]]] | None = None
         middleware = []
@@ -421,6 +491,43 @@ class Gateway:
         if self._owns_subscriber and self._connected:
             self._connected = False
             await self.subscriber.aclose()
+
+    def _acquire_hub(self, run_id: str) -> _Hub:
+        hub = self._hubs.get(run_id)
+        if hub is None:
+            hub = self._hubs[run_id] = _Hub(self, run_id)
+        hub.clients += 1
+        return hub
+
+    def _release_hub(self, hub: _Hub) -> None:
+        hub.clients -= 1
+        if hub.clients <= 0:
+            # the last client of the run is gone: so is its broker follow
+            if self._hubs.get(hub.run_id) is hub:
+                del self._hubs[hub.run_id]
+            hub.task.cancel()
+
+    async def _items(self, hub: _Hub, after: str | None) -> AsyncGenerator[FollowItem, None]:
+        """A client's items: from the run's hub, or (when the hub no longer holds them)
+        from a follow of its own."""
+        last = after
+        try:
+            async for item in hub.follow(_parse_token(after)[0] if after else 0):
+                last = item.id
+                yield item
+            return
+        except _Fallback:
+            pass
+        self.stats.follows += 1
+        self._changed()
+        try:
+            sub = await self._connect()
+            async with contextlib.aclosing(sub.follow(hub.run_id, after=last)) as follow:
+                async for item in follow:
+                    yield item
+        finally:
+            self.stats.follows -= 1
+            self._changed()
 
     def _changed(self) -> None:
         self._change.set()
