@@ -37,10 +37,15 @@ def _tokens(n: int) -> Any:
 
 async def _client(client: httpx.AsyncClient, path: str) -> int:
     events = 0
+    tail = b""
+    marker = b"\nevent: message\n"
     async with client.stream("GET", path) as response:
         async for chunk in response.aiter_bytes():
-            events += chunk.count(b"\nevent: message\n")
-            if b"event: end" in chunk:
+            # a marker may straddle two chunks: count over the previous chunk's tail too
+            data = tail + chunk
+            events += data.count(marker)
+            tail = data[-(len(marker) - 1) :]
+            if b"event: end" in data:
                 break
     return events
 
