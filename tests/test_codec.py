@@ -1392,12 +1392,13 @@ def test_public_names() -> None:
     # the public API, spelled out: a name added or lost is a deliberate change to this list
     assert sorted(eventbus.__all__) == [
         "AuthenticationError", "ConfigurationError", "ConnectError", "DeadLetter",
-        "DecodeError", "EventbusError", "FollowItem", "InvalidResumeToken", "Keyring",
-        "Message", "MissingDependencyError", "PublishError", "Publisher", "PublisherStats",
+        "DecodeError", "EventbusError", "FollowItem", "Gateway", "GatewayStats",
+        "InvalidResumeToken", "Keyring", "Message", "MissingDependencyError", "PublishError",
+        "Publisher", "PublisherStats",
         "RemoteException", "RemoteRunError", "RunCancelledError", "RunError",
         "RunNotFoundError", "SequenceGapError", "SignatureError", "Subscriber", "SubscriberStats",
         "SyncPublisher", "TransportError", "UnknownType", "Unrepresentable",
-        "WorkerLostError", "register_type",
+        "WebhookForwarder", "WebhookStats", "WorkerLostError", "register_type", "to_jsonable",
     ]  # fmt: skip
     assert sorted(_codec.__all__) == [
         "RemoteException", "UnknownType", "Unrepresentable", "ext_hook", "from_wire",
@@ -1407,6 +1408,11 @@ def test_public_names() -> None:
     errors = [getattr(eventbus, n) for n in eventbus.__all__ if n.endswith("Error")]
     assert all(issubclass(e, eventbus.EventbusError) for e in errors)
     assert DecodeError.__mro__[1] is eventbus.EventbusError
+    # the http extra's names load on first use
+    assert eventbus.Gateway.__module__ == "eventbus._http"
+    assert eventbus.WebhookForwarder.__module__ == "eventbus._webhooks"
+    with pytest.raises(AttributeError):
+        _ = eventbus.NoSuchName  # type: ignore[attr-defined]
 
 
 def test_to_wire_output_is_plain() -> None:
