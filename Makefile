@@ -53,7 +53,8 @@ typecheck: install  ## mypy --strict on the package
 test: install  ## the whole suite, brokers included; then the codec's tests on the pure-Python codec
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	EVENTBUS_PURE_PYTHON=1 $(BIN)/python -m pytest -m "not redis and not rabbitmq" \
-		tests/test_codec.py tests/test_equivalence.py tests/test_graph_equivalence.py $(PYTEST_ARGS)
+		tests/test_codec.py tests/test_equivalence.py tests/test_graph_equivalence.py \
+		tests/test_values.py $(PYTEST_ARGS)
 
 test-fast: install  ## memory transport only, no broker needed
 	$(BIN)/python -m pytest -m "not redis and not rabbitmq" $(PYTEST_ARGS)

@@ -16,7 +16,7 @@ if _os.environ.get("EVENTBUS_PURE_PYTHON") == "1":
     _load_pure_codec()
 
 from . import _langchain  # registers LangChain's types with the codec  # noqa: F401
-from ._codec import RemoteException, UnknownType, Unrepresentable, register_type
+from ._codec import RemoteException, Undecodable, UnknownType, Unrepresentable, register_type
 from ._exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -95,6 +95,7 @@ __all__ = [
     "SubscriberStats",
     "SyncPublisher",
     "TransportError",
+    "Undecodable",
     "UnknownType",
     "Unrepresentable",
     "WebhookForwarder",

@@ -16,7 +16,10 @@ models that have them. There are two spellings of a typed node:
 Decoding (:func:`from_wire` for JSON trees, :data:`ext_hook` for MessagePack) only ever
 builds the classes in the registry (the allowlist): it never imports a module or looks a
 class up by a name from the message, whatever the bytes say. An unknown tag comes back as
-:class:`UnknownType`.
+:class:`UnknownType`. Decoding is isolated per value and never raises for a node: a node
+it cannot rebuild (malformed, refused by its pydantic class' validation, an unhashable set
+member or dict key) becomes an :class:`Undecodable` in its place, and the rest arrives
+(:func:`take_undecodable` lists the placeholders made, for counting).
 
 Types, both ways exact unless noted:
 
@@ -33,8 +36,12 @@ Types, both ways exact unless noted:
   enums as their value, subclasses of ``str``/``int``/``float``/``dict``/``list``/``tuple`` as
   the base type (a subclass of a registered class as that class); anything else as an
   :class:`Unrepresentable` placeholder carrying the type name and a bounded ``repr`` (so
-  does a container that contains itself, where the cycle closes, and an int too long to
-  write in decimal). JSON cannot carry NaN or infinities.
+  does a container that contains itself, where the cycle closes, and an int of more than
+  MAX_INT_DIGITS digits). JSON cannot carry NaN or infinities.
+* Registered pydantic models carry their private attributes and ``model_fields_set``.
+* Strings with lone surrogates are carried exactly, as ``str`` nodes made only when the
+  encoder refuses a tree (:func:`encode_tree`, :func:`repair_tree`): encoding never
+  raises for a walker's tree, whatever it holds.
 
 Encoding is copy-on-write: containers that hold nothing to convert are passed through as
 they are (the caller encodes the tree to bytes at once), so a plain event costs one scan.
@@ -49,22 +56,28 @@ import datetime as _dt
 import decimal
 import enum
 import reprlib
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import pydantic
+import pydantic_core
 
 from ._exceptions import ConfigurationError, DecodeError
 
 __all__ = [
     "RemoteException",
+    "Undecodable",
     "UnknownType",
     "Unrepresentable",
+    "encode_tree",
     "ext_hook",
+    "ext_hook_trusted",
     "from_wire",
     "register_type",
+    "take_undecodable",
     "to_msgpack_tree",
     "to_wire",
 ]
@@ -72,6 +85,7 @@ __all__ = [
 TAG = "$t"
 VAL = "v"
 EXTRA = "x"
+META = "m"
 EXT_CODE = 1  # the MessagePack extension type of a typed node
 
 _INT_MIN = -(2**63)
@@ -80,6 +94,9 @@ _NoneType = type(None)
 # types both formats carry exactly as themselves (ints: see the overflow fallback)
 _PLAIN = frozenset({str, int, float, bool, _NoneType})
 _SKIP = frozenset({str, float, bool, _NoneType})  # plain, and nothing to check
+# the most decimal digits of an "int" node: Python's default int <-> str limit
+# (sys.get_int_max_str_digits()), sign not counted; an encoder sends no longer ones
+MAX_INT_DIGITS = 4300
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +117,46 @@ class UnknownType:
 
     tag: str
     value: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Undecodable(Unrepresentable):
+    """Stands in for a value that arrived but could not be rebuilt here: its payload is
+    malformed, its class' validation refuses it, or it cannot be what it must be (a
+    ``dict`` as a set member or a dict key). The rest of the event is intact.
+
+    ``type`` is the qualified name of the class the value should have been (or its tag),
+    ``repr`` a bounded ``repr`` of what arrived, ``reason`` why it could not be rebuilt.
+    Being an :class:`Unrepresentable`, ``isinstance(x, Unrepresentable)`` finds both kinds
+    of placeholder. Hashable, so it can stand in for a set member or a dict key.
+    """
+
+    reason: str
+
+
+# the placeholders decoding made in this thread, until take_undecodable() collects them
+# (decoding runs inside msgspec's one pass, which has no other channel back)
+_decoded = threading.local()
+
+
+def _undecodable(type_name: str, payload: Any, reason: str) -> Undecodable:
+    made = Undecodable(type_name, _safe_repr(payload), reason)
+    log = getattr(_decoded, "made", None)
+    if log is None:
+        _decoded.made = [made]
+    else:
+        log.append(made)
+    return made
+
+
+def take_undecodable() -> list[Undecodable]:
+    """The :class:`Undecodable` placeholders decoding made in this thread since the last
+    call (a subscriber counts and logs them per frame)."""
+    log: list[Undecodable] | None = getattr(_decoded, "made", None)
+    if not log:
+        return []
+    _decoded.made = None
+    return log
 
 
 class RemoteException(Exception):
@@ -156,22 +213,29 @@ def _qualname(cls: type) -> str:
 
 class _Reduced:
     """What a reducer makes of a value: its tag, its payload (walked further unless it is
-    ``bytes``) and pydantic extras (or None)."""
+    ``bytes``), pydantic extras (or None) and pydantic meta (or None: see
+    :func:`_model_meta`)."""
 
-    __slots__ = ("extra", "payload", "tag")
+    __slots__ = ("extra", "meta", "payload", "tag")
 
-    def __init__(self, tag: str, payload: Any, extra: Any = None) -> None:
+    def __init__(self, tag: str, payload: Any, extra: Any = None, meta: Any = None) -> None:
         self.tag = tag
         self.payload = payload
         self.extra = extra
+        self.meta = meta
 
 
 Reducer = Callable[[Any], _Reduced]
 # (decoded payload, decoded extra or None) -> the value
 Decoder = Callable[[Any, Any], Any]
+# (decoded fields, decoded extra or None, decoded meta or None) -> the model
+ModelDecoder = Callable[[Any, Any, Any], Any]
 
 _reducers: dict[type, Reducer] = {}  # exact type -> reducer
 _decoders: dict[str, Decoder] = {}  # tag -> decoder
+_model_decoders: dict[str, ModelDecoder] = {}  # tag -> decoder, for nodes that carry meta
+# tag -> a check that raises unless the class' own validation accepts the payload
+_checks: dict[str, Callable[[Any, Any], None]] = {}
 _tag_owners: dict[str, type] = {}  # tag -> its class (re-registering the same class is fine)
 # eventbus' pydantic and str-subclass registrations -> (tag, their reducer, is a str):
 # walkers make their nodes directly, while that reducer is still the registered one
@@ -204,39 +268,136 @@ def _add(cls: type, tag: str, reduce: Reducer, decode: Decoder, *, builtin: bool
     _reducers[cls] = reduce
     _decoders[tag] = decode
     _tag_owners[tag] = cls
+    _model_decoders.pop(tag, None)
+    _checks.pop(tag, None)
     if builtin:
         _builtin_tags.add(tag)
+
+
+def _model_meta(obj: Any, fields: dict[str, Any], extra: Any) -> Any:
+    """What a pydantic model holds besides its fields and extras, when it differs from
+    the default: ``{"s": names}``, the fields that were set (``model_fields_set``, sorted),
+    when not all were, and ``{"p": map}``, its private attributes (``PrivateAttr``;
+    pydantic's ``==`` compares them). None: all fields set, no private attributes."""
+    meta = None
+    fields_set = obj.__pydantic_fields_set__
+    if len(fields_set) != len(fields) + (len(extra) if extra else 0):
+        meta = {"s": sorted(fields_set)}
+    private = obj.__pydantic_private__
+    if private:
+        if meta is None:
+            meta = {}
+        meta["p"] = private
+    return meta
+
+
+def _without_custom_init(schema: Any) -> Any:
+    schema = dict(schema)
+    if schema.get("type") == "model":
+        schema["custom_init"] = False
+    elif isinstance(schema.get("schema"), dict):
+        schema["schema"] = _without_custom_init(schema["schema"])
+    return schema
+
+
+def _checking_validator(cls: type[pydantic.BaseModel]) -> Any:
+    """The validator of ``cls``' schema (its fields' types and its field and model
+    validators) without a custom ``__init__``: LangChain's messages define one that
+    only rearranges arguments and validates a second time (measured: 3.5x the cost)."""
+    try:
+        return pydantic_core.SchemaValidator(_without_custom_init(cls.__pydantic_core_schema__))
+    except Exception:  # a schema this cannot rebuild: the class' own validator
+        return cls.__pydantic_validator__
 
 
 def _register_pydantic(cls: type[pydantic.BaseModel], tag: str, *, builtin: bool) -> None:
     fields = frozenset(cls.model_fields)
     allows_extra = cls.model_config.get("extra") == "allow"
-    has_private = bool(cls.__private_attributes__)
+    private_attrs = dict(cls.__private_attributes__)
+    aliases = {
+        name: f.validation_alias if isinstance(f.validation_alias, str) else f.alias
+        for name, f in cls.model_fields.items()
+        if (isinstance(f.validation_alias, str) and f.validation_alias != name)
+        or (f.alias is not None and f.alias != name)
+    }
+    validator: Any = None  # made at the first check (_checking_validator)
 
     def reduce(obj: Any) -> _Reduced:
-        return _Reduced(tag, obj.__dict__, obj.__pydantic_extra__ or None)
+        values = obj.__dict__
+        extra = obj.__pydantic_extra__ or None
+        return _Reduced(tag, values, extra, _model_meta(obj, values, extra))
 
     _direct[cls] = (tag, reduce, False)  # walkers encode it straight from __dict__
 
-    def decode(values: Any, extra: Any) -> Any:
+    def private_of(received: Any) -> dict[str, Any] | None:
+        if not private_attrs:
+            return None
+        made: dict[str, Any] = {}
+        for name, attr in private_attrs.items():
+            if type(received) is dict and name in received:
+                made[name] = received[name]
+            else:
+                default = attr.get_default()
+                if default is not pydantic_core.PydanticUndefined:
+                    made[name] = default
+        return made
+
+    def decode(values: Any, extra: Any, meta: Any) -> Any:
         if type(values) is not dict or (extra is not None and type(extra) is not dict):
             raise DecodeError(f"{tag}: fields and extras must be maps")
-        if values.keys() == fields and not has_private:
-            # exactly the fields the sender had: set them as they were (validated there),
-            # which is what the sender's object holds, 3x faster than model_construct
+        names = private = None
+        if meta is not None:
+            if type(meta) is not dict:
+                raise DecodeError(f"{tag}: meta must be a map")
+            names = meta.get("s")
+            private = meta.get("p")
+            if (names is not None and type(names) is not list) or (
+                private is not None and type(private) is not dict
+            ):
+                raise DecodeError(f"{tag}: malformed meta")
+        if names is None:
+            fields_set = set(values)
+        else:  # (only names of fields it has: a forged name is not a field)
+            fields_set = {k for k in names if type(k) is str and k in values}
+        if values.keys() == fields:
+            # exactly the fields the sender had: set them as they were (and as validation,
+            # when asked for, accepted them), which is what the sender's object holds, 3x
+            # faster than model_construct
             obj = cls.__new__(cls)
             object.__setattr__(obj, "__dict__", values)
-            object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+            if extra and allows_extra:
+                fields_set.update(extra)
+            object.__setattr__(obj, "__pydantic_fields_set__", fields_set)
             object.__setattr__(obj, "__pydantic_extra__", (extra or {}) if allows_extra else None)
-            object.__setattr__(obj, "__pydantic_private__", None)
+            object.__setattr__(obj, "__pydantic_private__", private_of(private))
             return obj
         # another version of the class: fill defaults for missing fields
         if extra and allows_extra:
             values = {**values, **extra}
+            fields_set.update(extra)
         # (_fields_set passed positionally: a forged "_fields_set" key is then a TypeError)
-        return cls.model_construct(None, **{k: v for k, v in values.items() if type(k) is str})
+        obj = cls.model_construct(
+            fields_set & (fields | set(values)),
+            **{k: v for k, v in values.items() if type(k) is str},
+        )
+        if private_attrs:
+            object.__setattr__(obj, "__pydantic_private__", private_of(private))
+        return obj
 
-    _add(cls, tag, reduce, decode, builtin=builtin)
+    def check(values: Any, extra: Any) -> None:
+        nonlocal validator
+        if type(values) is not dict or (extra is not None and type(extra) is not dict):
+            raise DecodeError(f"{tag}: fields and extras must be maps")
+        data = {**values, **extra} if extra and allows_extra else values
+        if aliases:
+            data = {aliases.get(k, k): v for k, v in data.items()}
+        if validator is None:
+            validator = _checking_validator(cls)
+        validator.validate_python(data)
+
+    _add(cls, tag, reduce, lambda values, extra: decode(values, extra, None), builtin=builtin)
+    _model_decoders[tag] = decode
+    _checks[tag] = check
 
 
 def _register_dataclass(cls: type, tag: str, *, builtin: bool) -> None:
@@ -390,16 +551,23 @@ def _reduce_exception(exc: BaseException) -> _Reduced:
 
 
 def _reduce_big_int(value: int) -> _Reduced:
+    # beyond MAX_INT_DIGITS no receiver reads it (whatever this process' own
+    # sys.get_int_max_str_digits() allows): a placeholder saying how big it was
     try:
-        return _Reduced("int", str(value))
-    except ValueError:  # beyond sys.get_int_max_str_digits(): no receiver could read it
-        return _placeholder(value)
+        text = str(value)
+        if len(text) - (value < 0) <= MAX_INT_DIGITS:
+            return _Reduced("int", text)
+    except ValueError:
+        pass
+    digits = int(value.bit_length() * 0.30103) + 1
+    return _Reduced("unrepresentable", ["builtins.int", f"<int of about {digits} digits>"])
 
 
 def _make_walker(
-    node: Callable[[str, Any, Any], Any], *, immutable_nodes: bool = False
+    node: Callable[[str, Any, Any, Any], Any], *, immutable_nodes: bool = False
 ) -> Callable[[Any], Any]:
-    """A copy-on-write tree builder that spells typed nodes with ``node(tag, payload, extra)``.
+    """A copy-on-write tree builder that spells typed nodes with
+    ``node(tag, payload, extra, meta)``.
 
     ``immutable_nodes``: the nodes it makes can be shared between trees, so nodes of
     tuples of strings (LangGraph's ``langgraph_path`` and ``langgraph_triggers``, in every
@@ -435,7 +603,10 @@ def _make_walker(
             except Exception:  # a user's encode function failed: never fail the run
                 reduced = _placeholder(value)
             return typed(reduced)
-        other = _reduce_other(value)
+        try:
+            other = _reduce_other(value)
+        except Exception:  # an odd object (a property that raises...): that value only
+            other = _placeholder(value)
         return typed(other) if type(other) is _Reduced else walk(other)
 
     def make_fast(t: type) -> Callable[[Any], Any] | None:
@@ -445,11 +616,18 @@ def _make_walker(
         tag, _, is_str = entry
 
         def str_node(obj: Any) -> Any:
-            return node(tag, str.__str__(obj), None)
+            return node(tag, str.__str__(obj), None, None)
 
         def pydantic_node(obj: Any) -> Any:
             extra = obj.__pydantic_extra__
-            return node(tag, walk_dict(obj.__dict__), walk_dict(extra) if extra else None)
+            values = obj.__dict__
+            meta = _model_meta(obj, values, extra)
+            return node(
+                tag,
+                walk_dict(values),
+                walk_dict(extra) if extra else None,
+                None if meta is None else walk_dict(meta),
+            )
 
         made = fast[t] = str_node if is_str else pydantic_node
         return made
@@ -459,13 +637,13 @@ def _make_walker(
             if type(x) is not str:
                 return typed(_Reduced("tuple", list(value)))
         if not immutable_nodes:
-            return node("tuple", list(value), None)  # a tree holds lists, not tuples
+            return node("tuple", list(value), None, None)  # a tree holds lists, not tuples
         made = tuple_nodes.get(value)
         if made is None:
             if len(tuple_nodes) >= 4096:
                 tuple_nodes.clear()
             # (the node's data is encoded now: the tuple is an array in it)
-            made = tuple_nodes[value] = node("tuple", value, None)
+            made = tuple_nodes[value] = node("tuple", value, None, None)
         return made
 
     fast[tuple] = tuple_node
@@ -479,7 +657,12 @@ def _make_walker(
             payload = r.payload
             if type(payload) is not bytes:
                 payload = walk(payload)
-            return node(r.tag, payload, None if r.extra is None else walk_dict(r.extra))
+            return node(
+                r.tag,
+                payload,
+                None if r.extra is None else walk_dict(r.extra),
+                None if r.meta is None else walk_dict(r.meta),
+            )
         finally:
             depth -= 1
 
@@ -521,7 +704,7 @@ def _make_walker(
             depth -= 1
 
     def pairs(d: dict[Any, Any]) -> Any:
-        return node("dict", [[walk(k), walk(v)] for k, v in d.items()], None)
+        return node("dict", [[walk(k), walk(v)] for k, v in d.items()], None, None)
 
     def walk_list(items: list[Any]) -> Any:
         nonlocal depth
@@ -605,7 +788,11 @@ def _make_walker(
     return walk_event
 
 
-def _json_node(tag: str, payload: Any, extra: Any) -> Any:
+def _json_node(tag: str, payload: Any, extra: Any, meta: Any = None) -> Any:
+    if meta is not None:
+        if extra is None:
+            return {TAG: tag, VAL: payload, META: meta}
+        return {TAG: tag, VAL: payload, EXTRA: extra, META: meta}
     if extra is None:
         return {TAG: tag, VAL: payload}
     return {TAG: tag, VAL: payload, EXTRA: extra}
@@ -614,9 +801,102 @@ def _json_node(tag: str, payload: Any, extra: Any) -> Any:
 _ext_encoder = msgspec.msgpack.Encoder()
 
 
-def _ext_node(tag: str, payload: Any, extra: Any) -> Any:
-    data = (tag, payload) if extra is None else (tag, payload, extra)
-    return msgspec.msgpack.Ext(EXT_CODE, _ext_encoder.encode(data))
+def _ext_node(tag: str, payload: Any, extra: Any, meta: Any = None) -> Any:
+    if meta is not None:
+        data: Any = (tag, payload, extra, meta)
+    else:
+        data = (tag, payload) if extra is None else (tag, payload, extra)
+    try:
+        return msgspec.msgpack.Ext(EXT_CODE, _ext_encoder.encode(data))
+    except Exception:  # a str with lone surrogates, or worse: repair this node's tree only
+        return msgspec.msgpack.Ext(
+            EXT_CODE, _ext_encoder.encode(repair_tree(data, _ext_node, _ext_encoder.encode))
+        )
+
+
+def _has_surrogates(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _str_node(text: str, node: Callable[[str, Any, Any, Any], Any]) -> Any:
+    # a str UTF-8 cannot carry (lone surrogates, e.g. a file name os.listdir decoded with
+    # surrogateescape): its code points, surrogates included, as bytes
+    return node("str", text.encode("utf-8", "surrogatepass"), None, None)
+
+
+def _fix_surrogates(tree: Any, node: Callable[[str, Any, Any, Any], Any]) -> Any:
+    t = type(tree)
+    if t is str:
+        return _str_node(tree, node) if _has_surrogates(tree) else tree
+    if t is list or t is tuple:
+        return t(_fix_surrogates(v, node) for v in tree)
+    if t is dict:
+        if any(type(k) is str and _has_surrogates(k) for k in tree):
+            return node(
+                "dict",
+                [[_fix_surrogates(k, node), _fix_surrogates(v, node)] for k, v in tree.items()],
+                None,
+                None,
+            )
+        return {k: _fix_surrogates(v, node) for k, v in tree.items()}
+    return tree
+
+
+def _salvage(
+    tree: Any, node: Callable[[str, Any, Any, Any], Any], encode: Callable[[Any], bytes]
+) -> Any:
+    try:
+        encode(tree)
+        return tree
+    except Exception as exc:
+        t = type(tree)
+        if t is dict:
+            return {k: _salvage(v, node, encode) for k, v in tree.items()}
+        if t is list or t is tuple:
+            return t(_salvage(v, node, encode) for v in tree)
+        return node(
+            "unrepresentable",
+            [_qualname(t), f"<could not be encoded: {type(exc).__name__}: {_safe_str(exc)}>"],
+            None,
+            None,
+        )
+
+
+def repair_tree(
+    tree: Any, node: Callable[[str, Any, Any, Any], Any], encode: Callable[[Any], bytes]
+) -> Any:
+    """A tree like ``tree`` that ``encode`` accepts (for a tree it refused): strings with
+    lone surrogates as ``str`` nodes (exact), anything else it still refuses replaced by
+    ``unrepresentable`` nodes, value by value. Slow; only for the rare refused tree."""
+    fixed = _fix_surrogates(tree, node)
+    try:
+        encode(fixed)
+        return fixed
+    except Exception:
+        return _salvage(fixed, node, encode)
+
+
+def encode_tree(tree: Any, encode: Callable[[Any], bytes], msgpack: bool = True) -> bytes:
+    """``encode(tree)``, or, when it refuses the tree, the encoding of
+    :func:`repair_tree`'s repair: it does not raise for a tree a walker made.
+    ``msgpack``: the tree's typed nodes are MessagePack ones (else JSON ones)."""
+    try:
+        return encode(tree)
+    except Exception:
+        return encode(repair_tree(tree, _ext_node if msgpack else _json_node, encode))
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)[:200]
+    except Exception:
+        return "?"
 
 
 to_wire = _make_walker(_json_node)
@@ -653,34 +933,53 @@ def _cut_cycles(value: Any, active: set[int]) -> Any:
 # decoding
 
 
-def _decode_node(tag: Any, payload: Any, extra: Any) -> Any:
-    dec = _decoders.get(tag) if type(tag) is str else None
-    if dec is None and type(tag) is str:
+def _type_name(tag: str) -> str:
+    owner = _tag_owners.get(tag)
+    return tag if owner is None else _qualname(owner)
+
+
+def _decode_node(tag: Any, payload: Any, extra: Any, meta: Any, validate: bool) -> Any:
+    """One typed node rebuilt; never raises: what cannot be rebuilt becomes an
+    :class:`Undecodable` in its place."""
+    if type(tag) is not str:  # no class has such a tag
+        return UnknownType(str(tag), payload)
+    dec = _decoders.get(tag)
+    if dec is None:
         for prefix, install in list(_lazy_tags.items()):
             if tag.startswith(prefix):
                 _run_lazy(install)
                 dec = _decoders.get(tag)
-    if dec is None:
-        return UnknownType(str(tag), payload)
+        if dec is None:
+            return UnknownType(tag, payload)
     try:
-        return dec(payload, extra)
-    except DecodeError:
-        raise
-    except Exception as exc:
-        raise DecodeError(f"malformed {tag!r} value: {type(exc).__name__}: {exc}") from exc
+        if validate:
+            check = _checks.get(tag)
+            if check is not None:
+                check(payload, extra)
+        if meta is None:
+            return dec(payload, extra)
+        model_dec = _model_decoders.get(tag)
+        if model_dec is None:
+            raise DecodeError("unexpected meta for this type")
+        return model_dec(payload, extra, meta)
+    except Exception as exc:  # (RecursionError included: a forged tower of nodes)
+        reason = f"{type(exc).__name__}: {' '.join(_safe_str(exc).split())}"
+        return _undecodable(_type_name(tag), payload, reason)
 
 
-def from_wire(value: Any, *, consume: bool = False) -> Any:
+def from_wire(value: Any, *, consume: bool = False, validate: bool = True) -> Any:
     """Rebuild the value a JSON tree stands for.
 
     ``consume=True`` rebuilds it in place (faster): for a tree just decoded, that nobody
-    else holds.
+    else holds. ``validate``: rebuilt pydantic models must pass their class' validation
+    (else they become :class:`Undecodable`); False skips that check (trusted input).
+    A typed node that cannot be rebuilt becomes an :class:`Undecodable` in its place.
 
     Raises:
-        DecodeError: a typed node is malformed (wrong payload shape for its tag).
+        DecodeError: the tree is nested deeper than the stack allows.
     """
     try:
-        return _from_wire(value if consume else _copy_tree(value, 0), 0)
+        return _from_wire(value if consume else _copy_tree(value, 0), 0, validate)
     except RecursionError as exc:  # a forged message nested deeper than the stack allows
         raise DecodeError("value nested too deeply") from exc
 
@@ -699,7 +998,7 @@ def _copy_tree(value: Any, depth: int) -> Any:
     return [_copy_tree(v, depth + 1) for v in value]
 
 
-def _from_wire(value: Any, depth: int) -> Any:
+def _from_wire(value: Any, depth: int, validate: bool) -> Any:
     t = type(value)
     if t is not dict and t is not list:
         return value
@@ -708,41 +1007,85 @@ def _from_wire(value: Any, depth: int) -> Any:
     depth += 1
     if t is dict:
         if TAG in value:
+            meta = value.get(META)
             return _decode_node(
-                value[TAG], _from_wire(value.get(VAL), depth), _from_wire(value.get(EXTRA), depth)
+                value[TAG],
+                _from_wire(value.get(VAL), depth, validate),
+                _from_wire(value.get(EXTRA), depth, validate),
+                None if meta is None else _from_wire(meta, depth, validate),
+                validate,
             )
         for k, v in value.items():
             tv = type(v)
             if (tv is dict or tv is list) and v:
-                w = _from_wire(v, depth)
+                w = _from_wire(v, depth, validate)
                 if w is not v:
                     value[k] = w
         return value
     for i, v in enumerate(value):
         tv = type(v)
         if (tv is dict or tv is list) and v:
-            w = _from_wire(v, depth)
+            w = _from_wire(v, depth, validate)
             if w is not v:
                 value[i] = w
     return value
 
 
+def _ext(code: int, data: memoryview, validate: bool) -> Any:
+    if code != EXT_CODE:
+        return _undecodable(
+            "?", bytes(data[:64]), f"MessagePack extension type {code} is not eventbus'"
+        )
+    try:
+        node = (_ext_decoder if validate else _ext_decoder_trusted).decode(data)
+    except Exception as exc:  # the node's bytes themselves are bad (forged): this node only
+        return _undecodable("?", bytes(data[:64]), f"malformed typed node: {_safe_str(exc)}")
+    n = len(node) if type(node) is list else 0
+    if not 2 <= n <= 4:
+        return _undecodable("?", node, "malformed typed node: not [tag, payload, ...]")
+    return _decode_node(
+        node[0], node[1], node[2] if n >= 3 else None, node[3] if n == 4 else None, validate
+    )
+
+
 def ext_hook(code: int, data: memoryview) -> Any:
     """msgspec's ``ext_hook`` for MessagePack trees: rebuilds one typed node (its payload
-    already decoded, nested nodes included).
+    already decoded, nested nodes included), validating pydantic models. Never raises:
+    what cannot be rebuilt becomes an :class:`Undecodable` in its place."""
+    return _ext(code, data, True)
 
-    Raises:
-        DecodeError: not an eventbus extension, or a malformed typed node.
-    """
-    if code != EXT_CODE:
-        raise DecodeError(f"unknown MessagePack extension type {code}")
-    node = _ext_decoder.decode(data)
-    if type(node) is not list or not 2 <= len(node) <= 3:
-        raise DecodeError("malformed typed node")
-    return _decode_node(node[0], node[1], node[2] if len(node) == 3 else None)
+
+def ext_hook_trusted(code: int, data: memoryview) -> Any:
+    """:func:`ext_hook` without the validation of pydantic models (trusted input)."""
+    return _ext(code, data, False)
 
 
 _ext_decoder = msgspec.msgpack.Decoder(ext_hook=ext_hook)
+_ext_decoder_trusted = msgspec.msgpack.Decoder(ext_hook=ext_hook_trusted)
+
+
+def _hashable(value: Any, where: str) -> Any:
+    try:
+        hash(value)
+        return value
+    except Exception:
+        return _undecodable(
+            _qualname(type(value)),
+            value,
+            f"a {type(value).__name__} cannot be a {where} (unregistered models and "
+            "dataclasses arrive as dicts)",
+        )
+
+
+def _set_of(cls: type[set[Any]] | type[frozenset[Any]]) -> Decoder:
+    def decode(payload: Any, extra: Any) -> Any:
+        items = _list(payload)
+        try:
+            return cls(items)
+        except TypeError:  # an unhashable member: a placeholder for it, not for the set
+            return cls([_hashable(v, "set member") for v in items])
+
+    return decode
 
 
 def _list(payload: Any) -> list[Any]:
@@ -766,10 +1109,14 @@ def _bytes(payload: Any) -> bytes:
 
 
 def _pairs(payload: Any, extra: Any) -> dict[Any, Any]:
+    pairs = _list(payload)
+    for pair in pairs:
+        if type(pair) is not list or len(pair) != 2:
+            raise DecodeError("'dict' payload must be [key, value] pairs")
     try:
-        return {k: v for k, v in _list(payload)}
-    except (TypeError, ValueError) as exc:
-        raise DecodeError(f"'dict' payload must be [key, value] pairs: {exc}") from exc
+        return {k: v for k, v in pairs}
+    except TypeError:  # an unhashable key: a placeholder for it, not for the dict
+        return {_hashable(k, "dict key"): v for k, v in pairs}
 
 
 _BUILTIN_EXCEPTIONS: dict[str, type[BaseException]] = {
@@ -800,9 +1147,19 @@ def _unrepresentable(payload: Any, extra: Any) -> Unrepresentable:
 
 def _big_int(payload: Any, extra: Any) -> int:
     text = _str(payload)
-    if len(text) > 4300:  # int() of a huge string is quadratic: refuse forged giants
-        raise DecodeError("integer too long")
+    # int() of a huge string is quadratic: refuse forged giants
+    if len(text) - (text[:1] in ("-", "+")) > MAX_INT_DIGITS:
+        raise DecodeError(f"integer longer than {MAX_INT_DIGITS} digits")
     return int(text)
+
+
+def _undecodable_node(payload: Any, extra: Any) -> Undecodable:
+    type_name, text, reason = _list(payload)
+    return Undecodable(_str(type_name), _str(text), _str(reason))
+
+
+def _surrogate_str(payload: Any, extra: Any) -> str:
+    return _bytes(payload).decode("utf-8", "surrogatepass")
 
 
 def _install_builtins() -> None:
@@ -810,13 +1167,8 @@ def _install_builtins() -> None:
         _add(cls, tag, reduce, decode, builtin=True)
 
     add(tuple, "tuple", lambda v: _Reduced("tuple", list(v)), lambda p, x: tuple(_list(p)))
-    add(set, "set", lambda v: _Reduced("set", list(v)), lambda p, x: set(_list(p)))
-    add(
-        frozenset,
-        "frozenset",
-        lambda v: _Reduced("frozenset", list(v)),
-        lambda p, x: frozenset(_list(p)),
-    )
+    add(set, "set", lambda v: _Reduced("set", list(v)), _set_of(set))
+    add(frozenset, "frozenset", lambda v: _Reduced("frozenset", list(v)), _set_of(frozenset))
     add(bytes, "bytes", lambda v: _Reduced("bytes", v), lambda p, x: _bytes(p))
     add(
         bytearray,
@@ -862,6 +1214,12 @@ def _install_builtins() -> None:
         _unrepresentable,
     )
     add(
+        Undecodable,
+        "undecodable",
+        lambda v: _Reduced("undecodable", [v.type, v.repr, v.reason]),
+        _undecodable_node,
+    )
+    add(
         RemoteException,
         "exception",
         lambda v: _Reduced("exception", [v.module, v.type_name, v.message, list(v.args)]),
@@ -871,7 +1229,8 @@ def _install_builtins() -> None:
     _reducers[UnknownType] = lambda v: _Reduced(v.tag, v.value)
     _decoders["int"] = _big_int
     _decoders["dict"] = _pairs
-    _builtin_tags.update({"int", "dict"})
+    _decoders["str"] = _surrogate_str  # (sent only for strings UTF-8 cannot carry)
+    _builtin_tags.update({"int", "dict", "str"})
 
 
 _install_builtins()

@@ -14,7 +14,7 @@ codec errors are translated into it and raised ``from`` the original::
     │       └── TransportClosedError         the transport was closed (every operation)
     ├── DecodeError                          a malformed, foreign, forged or oversized message
     │   └── SignatureError                   unsigned or badly signed (subscriber with keys)
-    ├── SequenceGapError                     a followed run is missing events (retention)
+    ├── SequenceGapError                     a followed run is missing events (bad frame, retention)
     ├── RunNotFoundError                     a followed run did not start in ``start_timeout``
     └── RunError                             a followed run did not end normally
         ├── RemoteRunError                   it raised: original type, message, traceback
@@ -105,16 +105,29 @@ class SignatureError(DecodeError):
 
 
 class SequenceGapError(EventbusError):
-    """A followed run is missing events, e.g. because retention trimmed them."""
+    """A followed run is missing events: a frame of it could not be decoded (``reason``
+    says which and why), or, when no such frame was seen, retention trimmed them.
 
-    def __init__(self, run_id: str, expected: int, got: int) -> None:
+    ``got`` is the number the stream continues at, None when nothing followed the frame
+    that could not be decoded (its records, the run's end among them, are lost).
+    """
+
+    def __init__(
+        self, run_id: str, expected: int, got: int | None, reason: str | None = None
+    ) -> None:
         self.run_id = run_id
         self.expected = expected
         self.got = got
-        super().__init__(
-            f"run {run_id}: expected event #{expected} but the stream continues at #{got}; "
-            f"{got - expected} event(s) are missing (trimmed by retention?)"
-        )
+        self.reason = reason
+        if got is None:
+            missing = f"event #{expected} and what follows it are missing"
+        else:
+            missing = (
+                f"expected event #{expected} but the stream continues at #{got}; "
+                f"{got - expected} event(s) are missing"
+            )
+        why = f": {reason}" if reason else " (trimmed by retention?)"
+        super().__init__(f"run {run_id}: {missing}{why}")
 
 
 class RunNotFoundError(EventbusError):

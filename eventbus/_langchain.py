@@ -78,7 +78,8 @@ def _install_langgraph() -> None:
         from langgraph import types as lg
     except ImportError:  # a subscriber without langgraph: its tags stay UnknownType
         return
-    for name in ("Interrupt", "Command", "Overwrite"):
+    # (each looked up by name: langgraph < 1.2 has no TimeoutPolicy and no Send.timeout)
+    for name in ("Interrupt", "Command", "Overwrite", "TimeoutPolicy"):
         cls = getattr(lg, name, None)
         if cls is not None:
             _codec._register_builtin(cls, f"lg.{name}")
@@ -87,7 +88,7 @@ def _install_langgraph() -> None:
 
         def decode_send(payload: Any, extra: Any) -> Any:
             node, arg, timeout = payload
-            # (langgraph < 1.2 has no per-Send timeout)
+            # (a receiver on langgraph < 1.2 refuses a timeout: that Send is Undecodable)
             return send(node, arg) if timeout is None else send(node, arg, timeout=timeout)
 
         _codec._add(
@@ -97,6 +98,59 @@ def _install_langgraph() -> None:
             decode_send,
             builtin=True,
         )
+    # policies hold functions, which never travel: LangGraph's default function travels as
+    # "default" (and comes back as that function), builtin exception classes (RetryPolicy's
+    # retry_on) by name, anything else as an Unrepresentable placeholder
+    retry = getattr(lg, "RetryPolicy", None)
+    default_retry_on = getattr(lg, "default_retry_on", None)
+    if retry is not None:
+
+        def reduce_retry(p: Any) -> _codec._Reduced:
+            return _codec._Reduced(
+                "lg.RetryPolicy", [*p[:-1], _function_ref(p.retry_on, default_retry_on)]
+            )
+
+        def decode_retry(payload: Any, extra: Any) -> Any:
+            *numbers, retry_on = payload
+            return retry(*numbers, _function_of(retry_on, default_retry_on))
+
+        _codec._add(retry, "lg.RetryPolicy", reduce_retry, decode_retry, builtin=True)
+    cache = getattr(lg, "CachePolicy", None)
+    default_cache_key = getattr(lg, "default_cache_key", None)
+    if cache is not None:
+
+        def reduce_cache(p: Any) -> _codec._Reduced:
+            return _codec._Reduced(
+                "lg.CachePolicy", [_function_ref(p.key_func, default_cache_key), p.ttl]
+            )
+
+        def decode_cache(payload: Any, extra: Any) -> Any:
+            key_func, ttl = payload
+            return cache(key_func=_function_of(key_func, default_cache_key), ttl=ttl)
+
+        _codec._add(cache, "lg.CachePolicy", reduce_cache, decode_cache, builtin=True)
+
+
+def _function_ref(fn: Any, default: Any) -> Any:
+    if fn is default:
+        return "default"
+    if isinstance(fn, type) and fn.__module__ == "builtins" and issubclass(fn, Exception):
+        return ["exception", fn.__name__]
+    if isinstance(fn, (tuple, list)):
+        return [_function_ref(f, default) for f in fn]
+    return _codec.Unrepresentable(_codec._qualname(type(fn)), _codec._safe_repr(fn))
+
+
+def _function_of(ref: Any, default: Any) -> Any:
+    if ref == "default":
+        return default
+    if type(ref) is list and len(ref) == 2 and ref[0] == "exception":
+        return _codec._BUILTIN_EXCEPTIONS[ref[1]]
+    if type(ref) is list:
+        return tuple(_function_of(r, default) for r in ref)
+    if type(ref) is _codec.Unrepresentable:
+        return ref
+    raise ValueError(f"not a function reference: {ref!r}")
 
 
 _install_langchain()

@@ -35,7 +35,7 @@ from . import _langchain
 from ._codec import Unrepresentable
 from ._exceptions import ConfigurationError, EventbusError, PublishError, TransportError
 from ._signing import Keyring, KeysArg, keyring_from
-from ._wire import Cancelled, Codec, End, Event, Failed, Heartbeat, RecordEncoder
+from ._wire import Cancelled, Codec, End, Failed, Heartbeat, RecordEncoder
 from .transports import OutFrame, Transport, open_transport, redact_url
 
 __all__ = ["Publisher", "PublisherStats", "SyncPublisher"]
@@ -327,7 +327,7 @@ class Publisher:
             # published is the event as it was at this moment
             wire = payload
             if kind == "event":
-                raw = msgspec.Raw(self._encoder.encode_value(self._encoder.to_tree(payload)))
+                raw = msgspec.Raw(self._encoder.encode_value(self._tree(payload)))
                 wire = (raw, payload)
             if _on_loop(loop):
                 self._handler_sink(kind, root, wire)
@@ -390,16 +390,25 @@ class Publisher:
         self.last_run_id = run_id
         return run
 
+    def _tree(self, event: Any) -> Any:
+        """The event's value tree; never raises (the walker turns what it cannot carry
+        into placeholders; this guards against what even that misses, key by key)."""
+        try:
+            return self._encoder.to_tree(event)
+        except Exception:
+            return _tree_by_key(self._encoder.to_tree, event)
+
     def _emit_event(self, run: _Run, event: StreamEvent) -> None:
-        self._emit_tree(run, self._encoder.to_tree(event), event)
+        self._emit_tree(run, self._tree(event), event)
 
     def _emit_tree(self, run: _Run, tree: Any, event: StreamEvent) -> None:
         run.seq += 1
-        data = self._encoder.encode_record(Event(run.seq, time.time(), tree))
+        # (encode_event never raises: a value the format refuses is repaired in place)
+        data = self._encoder.encode_event(run.seq, time.time(), tree)
         if len(data) > self._max_event_bytes:
             size = len(data)
-            shrunk = self._encoder.to_tree(_shrink(event, size, self._max_event_bytes))
-            data = self._encoder.encode_record(Event(run.seq, time.time(), shrunk))
+            shrunk = self._tree(_shrink(event, size, self._max_event_bytes))
+            data = self._encoder.encode_event(run.seq, time.time(), shrunk)
             self.stats.oversized_events += 1
             logger.warning(
                 "run %s: event #%d is %d bytes encoded (max_event_bytes=%d, or the broker's "
@@ -458,13 +467,17 @@ class Publisher:
     @staticmethod
     def _failure_record(exc: BaseException) -> Failed:
         cls = type(exc)
+        try:
+            trace = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+        except Exception:
+            trace = ""
         return Failed(
             0,
             0.0,
-            type=cls.__qualname__,
-            module=cls.__module__,
-            message=_safe_str(exc),
-            traceback="".join(traceback.format_exception(cls, exc, exc.__traceback__)),
+            type=_utf8(cls.__qualname__),
+            module=_utf8(cls.__module__),
+            message=_utf8(_safe_str(exc)),
+            traceback=_utf8(trace),
         )
 
     async def _finish(self, run: _Run, exc: BaseException | None) -> None:
@@ -622,6 +635,42 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+def _utf8(text: str) -> str:
+    """``text``, with lone surrogates (which UTF-8 cannot carry) as ``\\udcxx`` escapes:
+    an error message naming a file from os.listdir must not fail the error record."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _tree_by_key(to_tree: Any, event: Any) -> Any:
+    """The tree of an event that ``to_tree`` refused as a whole: each of its values (and
+    each of its data's values) on its own, a placeholder for those that still fail."""
+
+    def one(value: Any) -> Any:
+        try:
+            return to_tree(value)
+        except Exception as exc:
+            return to_tree(Unrepresentable(_type_name(value), f"<could not be encoded: {exc!r}>"))
+
+    if type(event) is not dict:
+        return one(event)
+    tree: dict[str, Any] = {}
+    for key, value in list(event.items()):
+        if key == "data" and type(value) is dict:
+            tree[key] = {k: one(v) for k, v in list(value.items())}
+        else:
+            tree[key] = one(value)
+    return tree
+
+
+def _type_name(value: Any) -> str:
+    cls = type(value)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _safe_str(exc: BaseException) -> str:

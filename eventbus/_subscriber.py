@@ -14,6 +14,7 @@ from typing import Any, Literal, NoReturn
 import anyio
 
 from . import _langchain
+from ._codec import take_undecodable
 from ._exceptions import (
     ConfigurationError,
     DecodeError,
@@ -33,9 +34,10 @@ from ._wire import (
     Event,
     Failed,
     Heartbeat,
+    PartialEnvelope,
     Record,
     decode_frame,
-    decode_records,
+    decode_records_partial,
     skeleton_records,
 )
 from .transports import DeadLetter, Delivery, GroupOptions, Transport, check_name, open_transport
@@ -57,7 +59,10 @@ class SubscriberStats:
     ``bad_signature`` (a subscriber with keys: no MAC, an unknown key id or a MAC that does
     not match). ``oversized``: frames larger than ``max_frame_bytes``, delivered with their
     events' data replaced by placeholders. ``duplicates``: records skipped because they
-    were already delivered (publish retries)."""
+    were already delivered (publish retries). ``undecodable``: values that arrived as
+    :class:`eventbus.Undecodable` placeholders (the rest of their event arrived);
+    ``lost_records``: records left out of frames whose other records arrived (bytes
+    that are not a record: forged or corrupted)."""
 
     frames: int = 0
     events: int = 0
@@ -65,6 +70,8 @@ class SubscriberStats:
     oversized: int = 0
     foreign: int = 0
     duplicates: int = 0
+    undecodable: int = 0
+    lost_records: int = 0
     unsigned: int = 0
     bad_signature: int = 0
 
@@ -199,6 +206,9 @@ class Subscriber:
             them, frames are not checked (see README, "Security").
         rejection_log_interval: rejected messages are logged once per kind per this many
             seconds (with a count of those not logged); ``stats`` counts every one.
+        validate: rebuilt pydantic models (LangChain messages...) must pass their class'
+            validation, else they arrive as :class:`eventbus.Undecodable`; False skips
+            the check (faster; for frames from a trusted source only, e.g. signed ones).
         transport_options: passed to the transport.
 
     Raises:
@@ -216,6 +226,7 @@ class Subscriber:
         max_frame_bytes: int = 64 * 1024 * 1024,
         keys: KeysArg | Keyring = None,
         rejection_log_interval: float = 60.0,
+        validate: bool = True,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = _redact(url)
@@ -223,7 +234,9 @@ class Subscriber:
         self.idle_timeout = idle_timeout
         self.start_timeout = start_timeout
         self.max_frame_bytes = max_frame_bytes
+        self.validate = validate
         self.stats = SubscriberStats()
+        self._logged: set[tuple[str, str]] = set()  # kinds of undecodable values logged
         url, self._keyring = keyring_from(url, keys, None)
         self._rejected = _RejectionLog(self.url, rejection_log_interval)
         self._transport: Transport = open_transport(url, namespace, **(transport_options or {}))
@@ -308,11 +321,52 @@ class Subscriber:
             self._rejected("oversized", DecodeError(why[1:-1]))
         else:
             try:
-                records = decode_records(frame, is_json)
+                records, lost = decode_records_partial(frame, is_json, self.validate)
             except DecodeError as exc:
+                take_undecodable()  # (made before the records turned out not to be any)
                 self._reject("malformed", exc)
+            placeholders = take_undecodable()
+            if placeholders:
+                self.stats.undecodable += len(placeholders)
+                for p in placeholders:
+                    self._log_once(
+                        p.type,
+                        p.reason.partition(":")[0],
+                        "a value of type %s could not be rebuilt and arrived as an "
+                        "eventbus.Undecodable (the rest of its event arrived): %s",
+                        p.type,
+                        p.reason,
+                    )
+            if lost:
+                self.stats.lost_records += len(lost)
+                self._log_once(
+                    "record",
+                    frame.run,
+                    "run %s: %d record(s) of a frame could not be decoded (the others arrived): %s",
+                    frame.run,
+                    len(lost),
+                    lost[0][1],
+                )
+                self.stats.frames += 1
+                return PartialEnvelope(
+                    frame.v,
+                    frame.ns,
+                    frame.run,
+                    frame.producer,
+                    records,
+                    frame.kid,
+                    frame.mac,
+                    lost,
+                )
         self.stats.frames += 1
         return Envelope(frame.v, frame.ns, frame.run, frame.producer, records, frame.kid, frame.mac)
+
+    def _log_once(self, kind: str, detail: str, message: str, *args: Any) -> None:
+        key = (kind, detail)
+        if key in self._logged or len(self._logged) >= 1000:
+            return
+        self._logged.add(key)
+        logger.warning(message, *args)
 
     def _reject(self, kind: str, exc: DecodeError) -> NoReturn:
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)
@@ -332,10 +386,14 @@ class Subscriber:
             RunCancelledError: the run was cancelled in the worker.
             WorkerLostError: nothing arrived for ``idle_timeout`` seconds mid-run.
             RunNotFoundError: the run did not start within ``start_timeout``.
-            SequenceGapError: events are missing (trimmed by retention).
+            SequenceGapError: events are missing: a frame of the run could not be decoded
+                (the error says which and why), or retention trimmed them.
             InvalidResumeToken: ``after`` is not a token eventbus issued.
         """
         rid = _run_key(run_id)
+        # the last frame of this run that could not be decoded, since the last record
+        # that arrived: what a gap in the numbers is then blamed on
+        lost: str | None = None
         position: str | None = None
         expected = 1
         if after is not None:
@@ -354,29 +412,44 @@ class Subscriber:
                     with anyio.fail_after(timeout):
                         entry = await entries.__anext__()
                 except TimeoutError:
+                    if lost is not None:  # (the frame that did not decode held the end)
+                        raise SequenceGapError(rid, expected, None, lost) from None
                     if started:
                         raise WorkerLostError(rid, timeout or 0.0) from None
                     raise RunNotFoundError(
                         f"run {rid} did not start within {timeout:g}s in namespace "
                         f"{self.namespace!r}"
                     ) from None
+                malformed = self.stats.malformed
                 try:
                     envelope = self._decode(entry.data, rid, owner)
-                except DecodeError:
+                except DecodeError as exc:
+                    if self.stats.malformed != malformed:  # (not another's frame: a lost one)
+                        lost = (
+                            f"frame at position {entry.position} of run {rid} could not be "
+                            f"decoded: {exc}"
+                        )
                     continue
                 owner = envelope.producer
                 started = True
+                partial = None
+                if type(envelope) is PartialEnvelope and envelope.lost:
+                    lost = partial = (
+                        f"frame at position {entry.position} of run {rid} could not be "
+                        f"decoded: {envelope.lost[0][1]}"
+                    )
                 for record in envelope.records:
                     if type(record) is Heartbeat:
                         if record.seq >= expected:
-                            raise SequenceGapError(rid, expected, record.seq + 1)
+                            raise SequenceGapError(rid, expected, record.seq + 1, lost)
                         continue
                     if record.seq < expected:
                         self.stats.duplicates += 1
                         continue
                     if record.seq > expected:
-                        raise SequenceGapError(rid, expected, record.seq)
+                        raise SequenceGapError(rid, expected, record.seq, lost)
                     expected += 1
+                    lost = partial  # (None: nothing lost before the next record)
                     if type(record) is Event:
                         self.stats.events += 1
                         yield FollowItem(f"{record.seq}:{entry.position}", record.event, record.ts)

@@ -19,7 +19,16 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-from ._codec import Unrepresentable, ext_hook, from_wire, to_msgpack_tree, to_wire
+from ._codec import (
+    Unrepresentable,
+    encode_tree,
+    ext_hook,
+    ext_hook_trusted,
+    from_wire,
+    repair_tree,
+    to_msgpack_tree,
+    to_wire,
+)
 from ._exceptions import ConfigurationError, DecodeError
 from ._signing import Keyring
 
@@ -32,6 +41,7 @@ __all__ = [
     "Failed",
     "Frame",
     "Heartbeat",
+    "PartialEnvelope",
     "Record",
     "RecordEncoder",
     "decode_envelope",
@@ -164,9 +174,25 @@ class RecordEncoder:
         else:  # a str from a config file is not checked by the Literal
             raise ConfigurationError(f"unknown codec {codec!r}: use 'msgpack' or 'json'")
         self.encode_record = self._encoder.encode
-        self.encode_value = self._encoder.encode
+        self._msgpack = codec == "msgpack"
         #: a Python value -> this format's value tree (see eventbus._codec)
         self.to_tree: Callable[[Any], Any] = to_msgpack_tree if codec == "msgpack" else to_wire
+
+    def encode_value(self, tree: Any) -> bytes:
+        """A value tree's bytes; never raises for a tree ``to_tree`` made (a value the
+        format refuses is carried repaired: see ``eventbus._codec.repair_tree``)."""
+        return encode_tree(tree, self._encoder.encode, self._msgpack)
+
+    def encode_event(self, seq: int, ts: float, tree: Any) -> bytes:
+        """An :class:`Event` record's bytes; never raises for a tree ``to_tree`` made."""
+        try:
+            return self._encoder.encode(Event(seq, ts, tree))
+        except Exception:  # rare: repair the tree value by value, keep the event
+            from ._codec import _ext_node, _json_node
+
+            node = _ext_node if self._msgpack else _json_node
+            repaired = repair_tree(tree, node, self._encoder.encode)
+            return self._encoder.encode(Event(seq, ts, repaired))
 
     def encode_envelope(
         self,
@@ -189,8 +215,17 @@ class RecordEncoder:
 # MessagePack frames' records decode in one pass: msgspec calls ext_hook per typed node
 _msgpack_frame = msgspec.msgpack.Decoder(Frame)
 _json_frame = msgspec.json.Decoder(Frame)
+# (ext_hook never raises: a value that cannot be rebuilt becomes an Undecodable in place)
 _msgpack_records = msgspec.msgpack.Decoder(list[Record], ext_hook=ext_hook)
+_msgpack_records_trusted = msgspec.msgpack.Decoder(list[Record], ext_hook=ext_hook_trusted)
 _json_records = msgspec.json.Decoder(list[Record])
+# one by one: the fallback for records that do not all decode, so that the others (an end
+# record above all) still arrive
+_msgpack_raw_list = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_json_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+_msgpack_record = msgspec.msgpack.Decoder(Record, ext_hook=ext_hook)
+_msgpack_record_trusted = msgspec.msgpack.Decoder(Record, ext_hook=ext_hook_trusted)
+_json_record = msgspec.json.Decoder(Record)
 _msgpack_skeleton = msgspec.msgpack.Decoder(list[_Skeleton])
 _json_skeleton = msgspec.json.Decoder(list[_Skeleton])
 _msgpack_head = msgspec.msgpack.Decoder(_EventHead)
@@ -225,25 +260,56 @@ def decode_frame(data: bytes) -> tuple[Frame, bool]:
     return frame, is_json
 
 
-def decode_records(frame: Frame, is_json: bool) -> list[Record]:
-    """The frame's records, their events rebuilt into Python values.
+def decode_records(frame: Frame, is_json: bool, validate: bool = True) -> list[Record]:
+    """The frame's records, their events rebuilt into Python values; a value that cannot
+    be rebuilt becomes an ``eventbus.Undecodable`` in its place (see
+    ``eventbus._codec.take_undecodable``). ``validate``: rebuilt pydantic models must pass
+    their class' validation (False: trusted frames, skip it).
 
     Raises:
-        DecodeError: malformed records or a malformed payload of a known type.
+        DecodeError: the records are not an array of records at all.
+    """
+    return decode_records_partial(frame, is_json, validate)[0]
+
+
+def decode_records_partial(
+    frame: Frame, is_json: bool, validate: bool = True
+) -> tuple[list[Record], list[tuple[int, str]]]:
+    """:func:`decode_records`, and the records that could not be decoded (forged or
+    corrupted bytes): their index in the frame and why. The others are decoded.
+
+    Raises:
+        DecodeError: the records are not an array at all.
     """
     try:
         if is_json:
             records = _json_records.decode(frame.records)
             for record in records:
                 if type(record) is Event:
-                    record.event = from_wire(record.event, consume=True)
+                    record.event = from_wire(record.event, consume=True, validate=validate)
         else:
-            records = _msgpack_records.decode(frame.records)
-    except DecodeError:
-        raise
+            decoder = _msgpack_records if validate else _msgpack_records_trusted
+            records = decoder.decode(frame.records)
+        return records, []
+    except Exception:  # maybe one bad record: the others still count
+        pass
+    try:
+        items = (_json_raw_list if is_json else _msgpack_raw_list).decode(frame.records)
     except Exception as exc:
         raise _malformed(frame.records, exc) from exc
-    return records
+    one = _json_record if is_json else _msgpack_record if validate else _msgpack_record_trusted
+    records = []
+    lost: list[tuple[int, str]] = []
+    for i, item in enumerate(items):
+        try:
+            record = one.decode(item)
+            if is_json and type(record) is Event:
+                record.event = from_wire(record.event, consume=True, validate=validate)
+        except Exception as exc:
+            lost.append((i, f"record {i}: {type(exc).__name__}: {exc}"))
+            continue
+        records.append(record)
+    return records, lost
 
 
 def skeleton_records(frame: Frame, is_json: bool, why: str) -> list[Record]:
@@ -282,7 +348,17 @@ def skeleton_records(frame: Frame, is_json: bool, why: str) -> list[Record]:
     return records
 
 
-def decode_envelope(data: bytes, *, max_bytes: int, keyring: Keyring | None = None) -> Envelope:
+class PartialEnvelope(Envelope):
+    """A frame some of whose records could not be decoded (forged or corrupted bytes):
+    ``lost`` says which (their index in the frame) and why; the others are in
+    ``records``."""
+
+    lost: list[tuple[int, str]] = []
+
+
+def decode_envelope(
+    data: bytes, *, max_bytes: int, keyring: Keyring | None = None, validate: bool = True
+) -> Envelope:
     """Decode one frame, its records' events rebuilt into Python values (for tests and
     tools; subscribers decode in steps, see ``Subscriber._decode``).
 
@@ -296,7 +372,11 @@ def decode_envelope(data: bytes, *, max_bytes: int, keyring: Keyring | None = No
     frame, is_json = decode_frame(data)
     if keyring is not None:
         keyring.verify(frame.kid, frame.mac, frame.ns, frame.run, frame.producer, frame.records)
-    records = decode_records(frame, is_json)
+    records, lost = decode_records_partial(frame, is_json, validate)
+    if lost:
+        return PartialEnvelope(
+            frame.v, frame.ns, frame.run, frame.producer, records, frame.kid, frame.mac, lost
+        )
     return Envelope(frame.v, frame.ns, frame.run, frame.producer, records, frame.kid, frame.mac)
 
 

@@ -221,7 +221,9 @@ async def test_duplicates_and_junk_are_skipped_and_counted(url: str, namespace: 
     )
     foreign = encode_envelope("msgpack", "other-ns", run_id, "p", [Event(2, 0.0, ev)])
     bad_uuid = msgspec.msgpack.Ext(1, msgspec.msgpack.encode(["uuid", 5]))
-    forged = encode_envelope("msgpack", namespace, run_id, "p", [Event(2, 0.0, bad_uuid)])
+    forged = encode_envelope(
+        "msgpack", namespace, run_id, "p", [Event(2, 0.0, {**ev, "data": [bad_uuid, 2]})]
+    )
     t = open_transport(url, namespace)
     await t.connect()
     junk = [b"", b"\xc1", b"{not json", first[:-3], foreign, forged, b"\x00" * 1000]
@@ -229,10 +231,15 @@ async def test_duplicates_and_junk_are_skipped_and_counted(url: str, namespace: 
     await t.aclose()
     async with eventbus.Subscriber(url, namespace) as sub:
         items = await collect(sub.follow(run_id))
-        assert [i.event["data"] for i in items] == [[1, 2], [1, 2]]
-        assert sub.stats.duplicates == 2  # first, twice again
-        assert sub.stats.malformed == 6
+        # the forged value costs that value only: its event arrives, with a placeholder
+        assert [i.event["data"][1] for i in items] == [2, 2]
+        assert items[0].event["data"][0] == 1
+        assert isinstance(items[1].event["data"][0], eventbus.Undecodable)
+        assert items[1].event["data"][0].type == "uuid.UUID"
+        assert sub.stats.duplicates == 3  # first, twice again; rest's event #2
+        assert sub.stats.malformed == 5
         assert sub.stats.foreign == 1
+        assert sub.stats.undecodable == 1
 
 
 async def test_oversized_frames_arrive_as_placeholders_and_the_run_goes_on(

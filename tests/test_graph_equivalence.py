@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import inspect
 import uuid
 from typing import Any
 
@@ -28,25 +27,7 @@ async def snapshot(events: Any) -> Any:
         yield copy.deepcopy(event)
 
 
-def _send_takes_timeout() -> bool:
-    from langgraph.types import Send
-
-    return "timeout" in inspect.signature(Send).parameters
-
-
-CASES = [
-    pytest.param(
-        name,
-        marks=pytest.mark.xfail(
-            _send_takes_timeout(),
-            strict=True,
-            reason="issue #10: a Send with a timeout policy (LangGraph 1.2+) loses its frame",
-        ),
-    )
-    if name == "send_fan_out"
-    else name
-    for name in GRAPHS
-]
+CASES = list(GRAPHS)
 
 
 @pytest.mark.parametrize("case", CASES)
