@@ -24,7 +24,9 @@ The shape, documented in ``docs/json-form.md`` and described by the generated JS
   that map to the same string keep the later value.
 * Exceptions (``on_tool_error``'s ``data.error``): ``{"type": "Exception", "class":
   qualified name, "module": ..., "message": str(exc), "args": [...]}``.
-* A value the codec cannot carry: ``{"type": "Unrepresentable", "class": ..., "repr": ...}``.
+* A value the codec cannot carry: ``{"type": "Unrepresentable", "class": ..., "repr": ...}``;
+  one that arrived but could not be rebuilt (:class:`eventbus.Undecodable`): ``{"type":
+  "Undecodable", "class": ..., "repr": ..., "reason": ...}``.
 * Unregistered pydantic models and dataclasses: objects of their fields; enums: their
   value; a user type registered with :func:`eventbus.register_type`: its payload.
 """
@@ -129,6 +131,11 @@ def _unrepresentable(payload: Any, extra: Any) -> Any:
     return {"type": "Unrepresentable", "class": cls, "repr": text}
 
 
+def _undecodable(payload: Any, extra: Any) -> Any:
+    cls, text, reason = payload
+    return {"type": "Undecodable", "class": cls, "repr": text, "reason": reason}
+
+
 def _send(payload: Any, extra: Any) -> Any:
     node, arg, timeout = payload
     return {"type": "Send", "node": node, "arg": _convert(arg), "timeout": _convert(timeout)}
@@ -154,6 +161,7 @@ _NODES: dict[str, Callable[[Any, Any], Any]] = {
     "decimal": _same,
     "exception": _exception,
     "unrepresentable": _unrepresentable,
+    "undecodable": _undecodable,
     "lc.AddableDict": _same,
     "lc.TextAccessor": _same,
     "lg.Send": _send,
@@ -224,6 +232,16 @@ def json_schema() -> dict[str, Any]:
             "repr": {"type": "string"},
         },
         "required": ["type", "class", "repr"],
+    }
+    defs["Undecodable"] = {
+        "type": "object",
+        "properties": {
+            "type": {"const": "Undecodable"},
+            "class": {"type": "string"},
+            "repr": {"type": "string"},
+            "reason": {"type": "string"},
+        },
+        "required": ["type", "class", "repr", "reason"],
     }
     defs["Value"] = json_value
     string_list = {"type": "array", "items": {"type": "string"}}

@@ -125,6 +125,16 @@ def test_exceptions_and_unrepresentable_values() -> None:
     # a value decoded on the subscriber side keeps the worker's class name
     remote = eventbus.RemoteException("MyError", "app.errors", "oops", ("oops",))
     assert eventbus.to_jsonable(remote)["class"] == "MyError"
+    # a value that arrived but could not be rebuilt
+    bad = eventbus.Undecodable("lc.AIMessage", "{}", "content: field required")
+    assert eventbus.to_jsonable({"x": bad}) == {
+        "x": {
+            "type": "Undecodable",
+            "class": "lc.AIMessage",
+            "repr": "{}",
+            "reason": "content: field required",
+        }
+    }
 
 
 def test_langgraph_values_carry_their_type() -> None:
