@@ -182,6 +182,26 @@ def is_root_end(event: StreamEvent, root_run_id: str) -> bool:
     return event["run_id"] == root_run_id and str(event["event"]).endswith("_end")
 
 
+_EVENT_FIELDS = (("event", str), ("run_id", str), ("name", str))
+
+
+def malformed_event(event: Any) -> str | None:
+    """Why ``event`` (decoded from a frame) is not a v2 StreamEvent this library can hand
+    on, or None when it is one: a genuine worker never sends such a thing, but a frame
+    forged or corrupted at the broker can hold any value."""
+    if type(event) is not dict:
+        return f"an event is a dict, not {type(event).__name__}"
+    for key, cls in _EVENT_FIELDS:
+        if not isinstance(event.get(key), cls):
+            return f"event field {key!r} is not a {cls.__name__}"
+    if not event["event"].startswith("on_"):
+        return f"event name {event['event'][:80]!r} is not a callback event"
+    if type(event.get("data")) is not dict and event["event"] != "on_custom_event":
+        # (a custom event's data is whatever the run dispatched)
+        return "event field 'data' is not a dict"
+    return None
+
+
 class EventFilter:
     """``astream_events(version="v2", include_*/exclude_*)`` applied to the full v2 stream.
 

@@ -325,6 +325,15 @@ class Subscriber:
             except DecodeError as exc:
                 take_undecodable()  # (made before the records turned out not to be any)
                 self._reject("malformed", exc)
+            shapeless = [
+                (i, f"record {i}: {reason}")
+                for i, r in enumerate(records)
+                if type(r) is Event and (reason := _langchain.malformed_event(r.event))
+            ]
+            if shapeless:  # lost like a record that did not decode: never handed on
+                dropped = {i for i, _ in shapeless}
+                records = [r for i, r in enumerate(records) if i not in dropped]
+                lost = [*lost, *shapeless]
             placeholders = take_undecodable()
             if placeholders:
                 self.stats.undecodable += len(placeholders)

@@ -500,3 +500,40 @@ async def test_a_bad_record_is_named_not_blamed_on_retention(url: str, namespace
         assert f"of run {run_id}" in str(err.value)
         assert "retention" not in str(err.value)
         assert sub.stats.lost_records == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "shapeless",
+    [
+        "not a dict",
+        {"event": "on_chain_start", "run_id": 1, "name": "n", "data": {}},
+        {"event": "on_chain_start", "run_id": "r", "name": "n", "data": [1]},
+        {"event": "drop table", "run_id": "r", "name": "n", "data": {}},
+    ],
+    ids=["str", "int-run-id", "list-data", "not-a-callback"],
+)
+async def test_an_event_that_is_no_stream_event_is_lost_not_a_crash(
+    url: str, namespace: str, shapeless: Any
+) -> None:
+    # a frame forged or corrupted at the broker can hold any value where an event goes;
+    # astream_events must not hand it to the filter (it crashed on data that was no dict)
+    run_id = str(uuid.uuid4())
+    enc = RecordEncoder("msgpack")
+    records = [
+        enc.encode_event(1, 0.0, shapeless),
+        enc.encode_event(2, 0.0, _event(run_id, {"ok": 2})),
+        enc.encode_record(End(3, 0.0)),
+    ]
+    t = open_transport(url, namespace)
+    await t.connect()
+    await t.publish([OutFrame(run_id, enc.encode_envelope(namespace, run_id, "p", records))])
+    await t.aclose()
+    async with eventbus.Subscriber(url, namespace, idle_timeout=WAIT) as sub:
+        with pytest.raises(eventbus.SequenceGapError, match="could not be decoded") as err:
+            with anyio.fail_after(WAIT):
+                async for _ in sub.astream_events(run_id):
+                    pass
+        assert "retention" not in str(err.value)
+        assert sub.stats.lost_records == 1
+        assert sub.stats.events == 0
