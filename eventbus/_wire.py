@@ -115,21 +115,10 @@ class Envelope(msgspec.Struct):
     mac: bytes = b""
 
 
-class _OutEnvelope(msgspec.Struct, omit_defaults=True):
-    # the same layout as Envelope, with the records array already encoded (an unsigned
-    # frame has no kid/mac keys at all: byte for byte what readers before signing read)
-    v: int
-    ns: str
-    run: str
-    producer: str
-    records: msgspec.Raw
-    kid: str = ""
-    mac: bytes = b""
-
-
-class Frame(msgspec.Struct):
+class Frame(msgspec.Struct, omit_defaults=True):
     """A frame's outer layer, its records not decoded yet (``records`` is their bytes,
-    exactly as signed)."""
+    exactly as signed). Publishers encode it too: an unsigned frame then has no kid/mac
+    keys at all, byte for byte what readers before signing read."""
 
     v: int
     ns: str
@@ -205,10 +194,10 @@ class RecordEncoder:
         """A frame of already encoded records; signed when ``keyring`` is given."""
         body = self._encoder.encode([msgspec.Raw(r) for r in records])
         if keyring is None:
-            envelope = _OutEnvelope(SCHEMA_VERSION, ns, run, producer, msgspec.Raw(body))
+            envelope = Frame(SCHEMA_VERSION, ns, run, producer, msgspec.Raw(body))
         else:
             kid, mac = keyring.sign(ns, run, producer, body)
-            envelope = _OutEnvelope(SCHEMA_VERSION, ns, run, producer, msgspec.Raw(body), kid, mac)
+            envelope = Frame(SCHEMA_VERSION, ns, run, producer, msgspec.Raw(body), kid, mac)
         return self._encoder.encode(envelope)
 
 
