@@ -1,4 +1,4 @@
-# The one entry point: make install | lint | typecheck | test | bench | demo | schema | lock
+# The one entry point: make install | lint | typecheck | test | bench | demo | schema | docs | lock
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +17,7 @@ LOWEST_VENV := .venv-lowest
 LOWEST_LOCK := requirements-lowest.txt
 LOCK_STALE := uv.lock does not satisfy pyproject.toml: run `make lock` and commit uv.lock and $(LOWEST_LOCK)
 
-.PHONY: install lint format typecheck test test-fast test-lowest bench demo schema brokers \
+.PHONY: install lint format typecheck test test-fast test-lowest bench demo schema docs brokers \
 	lock upgrade check-lock clean
 
 $(UV):
@@ -99,6 +99,9 @@ demo: install  ## a worker process publishes, a separate subscriber process prin
 schema: install  ## regenerate docs/wire-format.schema.json (msgspec Structs) and docs/json-form.schema.json (LangChain's models)
 	$(BIN)/python -c 'import sys, eventbus._wire as w; sys.stdout.write(w.json_schema_text())' > docs/wire-format.schema.json
 	$(BIN)/python -c 'import sys, eventbus._jsonable as j; sys.stdout.write(j.json_schema_text())' > docs/json-form.schema.json
+
+docs: install  ## regenerate the option tables of docs/*.md from the transports' option specs
+	$(BIN)/python -m eventbus.transports._docs
 
 brokers:  ## start local Redis and RabbitMQ if they are not running (root, Debian)
 	bash .ci/brokers.sh

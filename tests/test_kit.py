@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
+from typing import Annotated
 
 import msgspec
 import pytest
 
 from eventbus import ConfigurationError
 from eventbus.transports import TransportClosedError
-from eventbus.transports._kit import Positive, Retry, ensure_open, parse_options
+from eventbus.transports._docs import FILES, render
+from eventbus.transports._docs import main as _docs_main
+from eventbus.transports._kit import Positive, Retry, doc, ensure_open, option_table, parse_options
 
 
 def test_retry_backs_off_with_jitter_up_to_its_cap() -> None:
@@ -67,3 +71,36 @@ def test_the_closed_guard_raises_one_error() -> None:
     ensure_open(False, "x")
     with pytest.raises(TransportClosedError):
         ensure_open(True, "x")
+
+
+def test_the_docs_option_tables_are_the_specs() -> None:
+    """docs/*.md option tables are generated (`make docs`): this fails when one drifts."""
+    root = Path(__file__).resolve().parent.parent
+    stale = []
+    for name in FILES:
+        text = (root / name).read_text(encoding="utf-8")
+        assert "<!-- options: " in text, f"{name} has no generated option table"
+        if render(text) != text:
+            stale.append(name)
+    assert not stale, f"run `make docs`: stale option tables in {stale}"
+    assert _docs_main(["--check", "--root", str(root)]) == 0
+
+
+def test_an_option_table_lists_every_field_with_its_default_and_meaning() -> None:
+    class Documented(msgspec.Struct):
+        wait: Annotated[Positive, doc("seconds to wait")] = 2.0
+        loud: Annotated[bool, doc("say it")] = False
+        size: Annotated[int, doc("how big", default="the server's")] = 0
+
+    assert option_table(Documented).splitlines() == [
+        "| option | default | meaning |",
+        "|---|---|---|",
+        "| `wait` | `2` | seconds to wait |",
+        "| `loud` | `false` | say it |",
+        "| `size` | the server's | how big |",
+    ]
+    # documented booleans still take a URL's words for true and false
+    parsed, _, _ = parse_options(Documented, "x", "loud=yes&wait=0.5", {}, "x://host")
+    assert (parsed.loud, parsed.wait) == (True, 0.5)
+    with pytest.raises(ConfigurationError):
+        parse_options(Documented, "x", "wait=0", {}, "x://host")

@@ -498,7 +498,7 @@ async def test_options_from_the_query_string(url: str, namespace: str) -> None:
     sep = "&" if "?" in url else "?"
     t = open_transport(f"{url}{sep}retention=7200&maxlen=50&abandon_after=100", namespace)
     assert isinstance(t, RedisTransport)
-    assert (t.retention, t.maxlen, t.abandon_after) == (7200, 50, 100)
+    assert (t.options.retention, t.options.maxlen, t.options.abandon_after) == (7200, 50, 100)
 
 
 # -- prompt cancellation (redis-py's socket_timeout path swallows it on Python < 3.12) ---

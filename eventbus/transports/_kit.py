@@ -1,5 +1,6 @@
-"""What every transport shares: the retry policy, URL option parsing, the checks of group
-options and names, and the closed guard.
+"""What every transport shares: the retry policy, URL option parsing (and the option
+tables of the docs, generated from the same specs), the checks of group options and names,
+and the closed guard.
 
 One of each, so that the transports differ only in how they talk to their broker.
 """
@@ -11,10 +12,11 @@ import math
 import random
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 from urllib.parse import parse_qsl
 
 import msgspec
+from msgspec import inspect as msgspec_inspect
 
 from .._exceptions import ConfigurationError, TransportClosedError
 from ._base import GroupOptions
@@ -25,7 +27,9 @@ __all__ = [
     "Retry",
     "check_consumer",
     "describe",
+    "doc",
     "ensure_open",
+    "option_table",
     "parse_options",
 ]
 
@@ -34,6 +38,43 @@ _S = TypeVar("_S", bound=msgspec.Struct)
 # option value types for the transports' option specs
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+
+def doc(meaning: str, *, default: str | None = None) -> msgspec.Meta:
+    """An option's line in the docs' option table: ``meaning``, and ``default`` when the
+    field's default value would not say it (``Annotated[Positive, doc("...")] = 30.0``)."""
+    return msgspec.Meta(description=meaning, extra={} if default is None else {"default": default})
+
+
+def option_table(spec: type[msgspec.Struct]) -> str:
+    """The Markdown table of an option spec (option, default, meaning), for the docs."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    info = msgspec_inspect.type_info(spec)
+    assert isinstance(info, msgspec_inspect.StructType)
+    for field in info.fields:
+        meta = field.type if isinstance(field.type, msgspec_inspect.Metadata) else None
+        meaning = (meta.extra_json_schema or {}).get("description", "") if meta else ""
+        shown = (meta.extra or {}).get("default") if meta else None
+        if shown is None:
+            shown = f"`{_shown(field.default)}`"
+        rows.append(f"| `{field.name}` | {shown} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _bare(tp: Any) -> Any:
+    """A field's type without its ``Annotated`` constraints and docs."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -192,7 +233,7 @@ def parse_options(
             f"in {safe_url!r}; known: {known}"
         )
     passed_query = [(name, value) for name, value in passed_query if name not in passed_kw]
-    booleans = {f.name for f in msgspec.structs.fields(spec) if f.type is bool}
+    booleans = {f.name for f in msgspec.structs.fields(spec) if _bare(f.type) is bool}
     for name in booleans & set(mine):
         value = mine[name]
         if isinstance(value, str):

@@ -48,6 +48,7 @@ from ._rabbit_link import (
     int_header,
     log,
     open_channel,
+    pause,
     str_header,
     watch_channel,
 )
@@ -486,15 +487,11 @@ class GroupConsumer:
                 raise AuthenticationError(f"group {group}: RabbitMQ refused access: {exc}") from exc
             except _RESUMABLE_GROUP as exc:
                 link.check_open()
-                delay = retry.next_delay(exc)
-                if delay is None:
-                    raise ConnectError(f"group {group}: RabbitMQ kept failing: {exc!r}") from exc
-                if isinstance(exc, amqp_errors.AMQPConnectionError):
-                    stale = conn
                 if isinstance(exc, (amqp_errors.ChannelNotFoundEntity, Lost)):
                     # a cancel or a 404: the group queue may be gone; look before consuming
                     ensured = False
-                await asyncio.sleep(delay)
+                if await pause(retry, exc, f"group {group}"):
+                    stale = conn
             except amqp_errors.AMQPChannelError as exc:
                 raise TransportError(f"group {group}: RabbitMQ refused: {exc}") from exc
             finally:

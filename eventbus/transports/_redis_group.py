@@ -100,7 +100,7 @@ class _ConsumerLoop:
         self.vt_ms = max(1, int(options.visibility_timeout * 1000))
         # often enough that an expired entry waits at most a quarter of its timeout more
         self.reclaim_every = min(5.0, max(0.05, options.visibility_timeout / 4))
-        self.block = transport.block
+        self.block = transport.options.block
         self.need_group = True
         self.history: str | None = "0"  # next id of our own pending entries to read again
         self.cursor = "0-0"  # XAUTOCLAIM scan position
@@ -128,7 +128,7 @@ class _ConsumerLoop:
             log.debug("settle of %s dropped: the transport is closed", delivery.position)
             return
         key, group = self.key, self.group
-        dead_key, dead_maxlen = t._dead_key(group), t.dead_maxlen
+        dead_key, dead_maxlen = t._dead_key(group), t.options.dead_maxlen
 
         async def attempt(client: aioredis.Redis) -> None:
             if reason is None:
@@ -269,7 +269,7 @@ class _ConsumerLoop:
                             "deliveries": str(n),
                             "id": entry_id,
                         },
-                        maxlen=self.t.dead_maxlen,
+                        maxlen=self.t.options.dead_maxlen,
                         approximate=True,
                     )
                 pipe.xack(self.key, self.group, *gone, *(d[0] for d in dead))

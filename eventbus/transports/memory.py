@@ -5,9 +5,8 @@ shares one broker (``memory://`` alone is the name ``""``). It is thread-safe, s
 :class:`~eventbus.SyncPublisher` (which runs its own event loop in a thread) and an async
 Subscriber can meet on it. Nothing survives the process.
 
-Query options: ``retention`` (seconds a finished run stays readable, default 3600) and
-``maxlen`` (frames kept in the group stream, default 100000; older ones are trimmed, as
-Redis does with MAXLEN).
+Options (query string or keyword arguments): the fields of :class:`Options`, whose table
+is in ``docs/memory.md``.
 """
 
 from __future__ import annotations
@@ -19,14 +18,14 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import msgspec
 
 from .._exceptions import ConfigurationError
 from ._base import DeadLetter, Entry, GroupOptions, OutFrame
-from ._kit import check_consumer, ensure_open, parse_options
+from ._kit import check_consumer, doc, ensure_open, parse_options
 
 __all__ = ["MemoryTransport"]
 
@@ -160,11 +159,14 @@ class _MemoryDelivery:
         self._group.settle(self._index, reason)
 
 
-class _Options(msgspec.Struct, forbid_unknown_fields=True):
-    """The ``memory://`` options (see the module docstring)."""
+class Options(msgspec.Struct, forbid_unknown_fields=True):
+    """The ``memory://`` options: the one spec they are parsed with and the option table
+    of ``docs/memory.md`` is generated from (``make docs``)."""
 
-    retention: float = 3600.0
-    maxlen: int = 100_000
+    retention: Annotated[float, doc("seconds a finished run stays readable")] = 3600.0
+    maxlen: Annotated[
+        int, doc("frames kept in the group stream; older ones are trimmed, as Redis does")
+    ] = 100_000
 
 
 class MemoryTransport:
@@ -176,9 +178,8 @@ class MemoryTransport:
 
     def __init__(self, url: str, namespace: str, **options: Any) -> None:
         parts = urlsplit(url)
-        parsed, _, _ = parse_options(_Options, "memory", parts.query, options, url)
-        self.retention = parsed.retention
-        self.maxlen = parsed.maxlen
+        #: the parsed options (see :class:`Options`)
+        self.options, _, _ = parse_options(Options, "memory", parts.query, options, url)
         self.url = url
         self.namespace = namespace
         self._broker = _broker(parts.netloc + parts.path)
@@ -217,13 +218,13 @@ class MemoryTransport:
                     run.finished_at = now
                 if frame.fanout:
                     ns.frames.append(frame.data)
-            while len(ns.frames) > self.maxlen:
+            while len(ns.frames) > self.options.maxlen:
                 ns.frames.popleft()
                 ns.base += 1
             expired = [
                 rid
                 for rid, run in ns.runs.items()
-                if run.finished_at is not None and now - run.finished_at > self.retention
+                if run.finished_at is not None and now - run.finished_at > self.options.retention
             ]
             for rid in expired:
                 del ns.runs[rid]

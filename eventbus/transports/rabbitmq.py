@@ -1,25 +1,8 @@
 """``amqp://`` and ``amqps://``: RabbitMQ (3.9+, stream queues) through aio-pika.
 
 URL: ``amqp://user:password@host:port/vhost?option=value&...``. Options come from the query
-string or from keyword arguments (keyword arguments win):
-
-=====================  ==========  ==========================================================
-option                 default     meaning
-=====================  ==========  ==========================================================
-``publish_timeout``    30          seconds ``publish()`` keeps retrying before ``PublishError``
-``persistent``         true        delivery mode 2 (written to disk) for published frames
-``retention``          3600        seconds a finished run stays readable; also the age limit
-                                   of the namespace log that seeds new ``start="first"`` groups
-``max_run_age``        86400       seconds after which an unfinished run's stream is deleted
-``sweep_interval``     300         seconds between two clean-ups of expired run streams
-``reconnect_timeout``  120         seconds ``follow``/``consume`` try to reconnect before
-                                   ``ConnectError``
-``follow_prefetch``    1000        stream credit of a follower (frames in flight)
-``segment_bytes``      8388608     stream segment size (retention deletes whole segments)
-``max_message_size``   (server's)  the broker's ``max_message_size``: publishers keep frames
-                                   under it. Default: 16 MiB from RabbitMQ 4.0, 128 MiB before
-                                   (the brokers' defaults; AMQP does not tell a client)
-=====================  ==========  ==========================================================
+string or from keyword arguments (keyword arguments win): the fields of
+:class:`~eventbus.transports._rabbit_link.Options` (their table is in ``docs/rabbitmq.md``).
 
 aio-pika's own query options (``heartbeat``, ``timeout``, ``name``, ``auth``, ``cafile``,
 ``capath``, ``cadata``, ``keyfile``, ``certfile``, ``no_verify_ssl``) are passed through.
@@ -78,6 +61,7 @@ from ._rabbit_link import (
     int_header,
     log,
     open_channel,
+    pause,
     run_key,
     watch_channel,
 )
@@ -116,15 +100,8 @@ class RabbitMQTransport:
         self._link = link = Link(url, namespace, options)
         self.namespace = link.namespace
         self._safe_url = link.safe_url
-        o = link.options
-        self.publish_timeout = o.publish_timeout
-        self.persistent = o.persistent
-        self.retention = o.retention
-        self.max_run_age = o.max_run_age
-        self.sweep_interval = o.sweep_interval
-        self.reconnect_timeout = o.reconnect_timeout
-        self.follow_prefetch = o.follow_prefetch
-        self.segment_bytes = o.segment_bytes
+        #: the parsed options (see :class:`~eventbus.transports._rabbit_link.Options`)
+        self.options = link.options
         #: the largest frame the broker takes (known at connect; None before)
         self.max_message_bytes: int | None = None
         self.exchange_name = link.exchange_name
@@ -209,7 +186,7 @@ class RabbitMQTransport:
             content_type="application/octet-stream",
             delivery_mode=(
                 aio_pika.DeliveryMode.PERSISTENT
-                if self.persistent
+                if self.options.persistent
                 else aio_pika.DeliveryMode.NOT_PERSISTENT
             ),
         )
@@ -233,7 +210,7 @@ class RabbitMQTransport:
         ensure_open(link.closed, "RabbitMQ")
         if not frames:
             return
-        retry = Retry(deadline=time.monotonic() + self.publish_timeout)
+        retry = Retry(deadline=time.monotonic() + self.options.publish_timeout)
         messages = [
             (f"{'f' if f.fanout else 'h'}.{run_key(f.run_id)}", self._message(f, uuid.uuid4().hex))
             for f in frames
@@ -280,7 +257,7 @@ class RabbitMQTransport:
             except ConnectError as exc:
                 raise PublishError(
                     f"publish to {self._safe_url!r}: {len(frames) - done} frame(s) not "
-                    f"confirmed within {self.publish_timeout:g}s"
+                    f"confirmed within {self.options.publish_timeout:g}s"
                 ) from exc
             except TransportError:
                 raise
@@ -291,7 +268,7 @@ class RabbitMQTransport:
                 if delay is None:
                     raise PublishError(
                         f"publish to {self._safe_url!r}: {len(frames) - done} frame(s) not "
-                        f"confirmed within {self.publish_timeout:g}s"
+                        f"confirmed within {self.options.publish_timeout:g}s"
                     ) from exc
                 log.info(
                     "publish interrupted (%r); re-publishing %d frame(s)", exc, len(frames) - done
@@ -372,7 +349,9 @@ class RabbitMQTransport:
                 raise ConfigurationError(f"not an amqp:// position: {start!r}") from None
             if next_offset < 0:
                 raise ConfigurationError(f"not an amqp:// position: {start!r}")
-        retry = Retry(limit=self.reconnect_timeout, what=f"RabbitMQ follow {run_id}", log=log)
+        retry = Retry(
+            limit=self.options.reconnect_timeout, what=f"RabbitMQ follow {run_id}", log=log
+        )
         stale: AbstractConnection | None = None
         conn: AbstractConnection | None = None
         while True:
@@ -383,7 +362,7 @@ class RabbitMQTransport:
                 # found first: a probe of a missing queue closes the channel, and a stream
                 # refuses a consumer on a channel without prefetch
                 channel, queue = await self._find_run(conn, run_id)
-                await channel.set_qos(prefetch_count=self.follow_prefetch)
+                await channel.set_qos(prefetch_count=self.options.follow_prefetch)
                 inbox: asyncio.Queue[Any] = asyncio.Queue()
                 await watch_channel(channel, inbox)
                 await consume_stream(
@@ -408,12 +387,8 @@ class RabbitMQTransport:
                 ) from exc
             except RESUMABLE as exc:
                 link.check_open()
-                delay = retry.next_delay(exc)
-                if delay is None:
-                    raise ConnectError(f"follow {run_id}: RabbitMQ kept failing: {exc!r}") from exc
-                if isinstance(exc, amqp_errors.AMQPConnectionError):
+                if await pause(retry, exc, f"follow {run_id}"):
                     stale = conn
-                await asyncio.sleep(delay)
             except amqp_errors.AMQPChannelError as exc:
                 raise TransportError(f"follow {run_id}: RabbitMQ refused: {exc}") from exc
             finally:

@@ -11,21 +11,8 @@ Every entry stores its frame in the field ``data``; a dead letter adds ``reason`
 ``deliveries`` and ``id`` (the entry id in the group stream). Positions are stream ids.
 
 Options (URL query string or keyword arguments of :func:`~eventbus.transports.open_transport`):
-
-==================  ========  ===============================================================
-option              default   meaning
-==================  ========  ===============================================================
-retention           3600      seconds a run stays readable after its final frame
-abandon_after       86400     seconds a run without a final frame stays after its last frame
-maxlen              100000    frames kept (approximately) in the group stream
-dead_maxlen         10000     dead letters kept (approximately) per group
-publish_timeout     30        seconds ``publish`` (and ack, reject) retry before giving up
-block               2         seconds one blocking read waits before the loop comes round
-reconnect_timeout   inf       seconds ``follow``/``consume`` keep reconnecting before giving up
-command_timeout     10        seconds one command may take (a blocking read: ``block`` more)
-==================  ========  ===============================================================
-
-plus these redis-py connection options: ``socket_connect_timeout``, ``socket_keepalive``,
+the fields of :class:`Options` (their table is in ``docs/redis.md``), plus redis-py's
+connection options ``socket_connect_timeout``, ``socket_keepalive``,
 ``health_check_interval``, ``client_name``, ``max_connections``, ``db`` and the ``ssl_*``
 options. Anything else is a :class:`~eventbus.ConfigurationError`.
 See ``docs/redis.md`` for the retry policy and the consumer-group mechanics.
@@ -66,6 +53,7 @@ from ._kit import (
     Retry,
     check_consumer,
     describe,
+    doc,
     ensure_open,
     parse_options,
 )
@@ -78,17 +66,43 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-class _Options(msgspec.Struct, forbid_unknown_fields=True):
-    """The Redis transport's own options (see the module docstring)."""
+class Options(msgspec.Struct, forbid_unknown_fields=True):
+    """The Redis transport's own options: the one spec they are parsed with and the option
+    table of ``docs/redis.md`` is generated from (``make docs``)."""
 
-    retention: Positive = 3600.0
-    abandon_after: Positive = 86400.0
-    maxlen: PositiveInt = 100_000
-    dead_maxlen: PositiveInt = 10_000
-    publish_timeout: Positive = 30.0
-    block: Annotated[float, msgspec.Meta(ge=0.01)] = 2.0
-    reconnect_timeout: Positive = math.inf
-    command_timeout: Positive = 10.0
+    retention: Annotated[
+        Positive, doc("seconds a run stays readable after its `final` frame (default: one hour)")
+    ] = 3600.0
+    abandon_after: Annotated[
+        Positive, doc("seconds a run without a `final` frame stays after its *last* frame")
+    ] = 86400.0
+    maxlen: Annotated[
+        PositiveInt,
+        doc("frames kept (approximately, `MAXLEN ~`) in the namespace's group stream"),
+    ] = 100_000
+    dead_maxlen: Annotated[
+        PositiveInt, doc("dead letters kept (approximately) per consumer group")
+    ] = 10_000
+    publish_timeout: Annotated[
+        Positive,
+        doc("seconds `publish()` (and `ack()`, `reject()`, `dead_letters()`) retry before failing"),
+    ] = 30.0
+    block: Annotated[
+        float,
+        msgspec.Meta(ge=0.01),
+        doc("seconds one blocking XREAD/XREADGROUP waits before its loop comes round"),
+    ] = 2.0
+    reconnect_timeout: Annotated[
+        Positive,
+        doc("seconds `follow()`/`consume()` keep reconnecting before raising `ConnectError`"),
+    ] = math.inf
+    command_timeout: Annotated[
+        Positive,
+        doc(
+            "seconds one command may take (a blocking read: `block` more) before it counts "
+            "as a lost connection"
+        ),
+    ] = 10.0
 
 
 # redis-py connection options we pass through. Deliberately absent: `protocol` (see
@@ -226,17 +240,10 @@ class RedisTransport:
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ConfigurationError(f"not a Redis URL: {self.safe_url!r}")
         # keyword arguments win over the query string (redis-py's from_url does the reverse)
-        parsed, self._redis_kwargs, passed = parse_options(
-            _Options, "redis", parts.query, options, self.safe_url, passthrough=_REDIS_OPTIONS
+        #: the parsed options (see :class:`Options`)
+        self.options, self._redis_kwargs, passed = parse_options(
+            Options, "redis", parts.query, options, self.safe_url, passthrough=_REDIS_OPTIONS
         )
-        self.retention = parsed.retention
-        self.abandon_after = parsed.abandon_after
-        self.maxlen = parsed.maxlen
-        self.dead_maxlen = parsed.dead_maxlen
-        self.publish_timeout = parsed.publish_timeout
-        self.block = parsed.block
-        self.reconnect_timeout = parsed.reconnect_timeout
-        self.command_timeout = parsed.command_timeout
         self._client_url = urlunsplit(
             (parts.scheme, parts.netloc, parts.path, urlencode(passed), parts.fragment)
         )
@@ -309,7 +316,7 @@ class RedisTransport:
         self._closed = False
         client = self._live_client()
         try:
-            with anyio.fail_after(self.publish_timeout):
+            with anyio.fail_after(self.options.publish_timeout):
                 await client.ping()
         except Exception as exc:
             self._client = None
@@ -332,7 +339,7 @@ class RedisTransport:
         limits = {"proto-max-bulk-len": 512 * 1024 * 1024, "client-query-buffer-limit": 1 << 30}
         for name in limits:
             try:
-                with anyio.fail_after(self.command_timeout):
+                with anyio.fail_after(self.options.command_timeout):
                     reply = await client.config_get(name)
                 limits[name] = int(str(reply[name]))
             except Exception as exc:  # refused, renamed, unparsable: keep the default
@@ -374,7 +381,7 @@ class RedisTransport:
             error: retries exhausted, or a final refusal.
         """
         retry = Retry(
-            deadline=time.monotonic() + self.publish_timeout,
+            deadline=time.monotonic() + self.options.publish_timeout,
             what=f"Redis {self.safe_url}: {what}",
             log=log,
         )
@@ -391,7 +398,7 @@ class RedisTransport:
                 if delay is None:
                     raise error(
                         f"cannot {what}: Redis at {self.safe_url} kept failing for "
-                        f"{self.publish_timeout:g}s: {describe(exc)}"
+                        f"{self.options.publish_timeout:g}s: {describe(exc)}"
                     ) from exc
                 await asyncio.sleep(delay)
                 continue
@@ -419,17 +426,17 @@ class RedisTransport:
         # the abandon TTL is refreshed a few times per abandon_after, not on every batch
         # (a PEXPIRE per batch is a third of the commands of a one-run publisher)
         now = time.monotonic()
-        refresh_after = self.abandon_after / 8
+        refresh_after = self.options.abandon_after / 8
         refreshed = self._ttl_refreshed
         ttls: dict[str, int] = {}
         for key, frame in commands:
             if frame.final:
-                ttls[key] = math.ceil(self.retention * 1000)
+                ttls[key] = math.ceil(self.options.retention * 1000)
             elif key not in ttls and now - refreshed.get(key, -math.inf) >= refresh_after:
-                ttls[key] = math.ceil(self.abandon_after * 1000)
+                ttls[key] = math.ceil(self.options.abandon_after * 1000)
         finals = {key for key, frame in commands if frame.final}
         events_key = self._events_key.encode()
-        maxlen = b"%d" % self.maxlen
+        maxlen = b"%d" % self.options.maxlen
         packed: list[tuple[bytes, ...]] = []
         for key, frame in commands:
             packed.append((b"XADD", key.encode(), b"*", b"data", frame.data))
@@ -494,12 +501,12 @@ class RedisTransport:
             if not isinstance(start, str) or not _STREAM_ID.match(start):
                 raise ConfigurationError(f"not a Redis stream position: {start!r}")
             last = _before(start)
-        block_ms = max(1, int(self.block * 1000))
+        block_ms = max(1, int(self.options.block * 1000))
         reconnect = _reconnecting(self, f"follow run {run_id}")
         while True:
             client = self._live_client()
             try:
-                with anyio.fail_after(self.block + self.command_timeout):
+                with anyio.fail_after(self.options.block + self.options.command_timeout):
                     reply: Any = await client.xread(
                         {key: last}, count=_FOLLOW_COUNT, block=block_ms
                     )
@@ -538,7 +545,7 @@ class RedisTransport:
         while True:
             client = self._live_client()
             try:
-                with anyio.fail_after(self.block + self.command_timeout):
+                with anyio.fail_after(self.options.block + self.options.command_timeout):
                     batch = await loop.step(client)
             except Exception as exc:
                 if _is_nogroup(exc):
@@ -624,7 +631,7 @@ class RedisTransport:
 def _reconnecting(transport: RedisTransport, what: str) -> Retry:
     """The retry policy of a long-running loop: bounded by ``reconnect_timeout``."""
     return Retry(
-        limit=transport.reconnect_timeout,
+        limit=transport.options.reconnect_timeout,
         cap=5.0,
         what=f"Redis {transport.safe_url}: {what}",
         log=log,
@@ -644,6 +651,7 @@ async def _reconnect_pause(transport: RedisTransport, retry: Retry, exc: Excepti
     delay = retry.next_delay(exc)
     if delay is None:
         raise ConnectError(
-            f"{retry.what}: unreachable for {transport.reconnect_timeout:g}s: {describe(exc)}"
+            f"{retry.what}: unreachable for {transport.options.reconnect_timeout:g}s: "
+            f"{describe(exc)}"
         ) from exc
     await asyncio.sleep(delay)
