@@ -28,6 +28,7 @@ import contextlib
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ._common import (
@@ -132,6 +133,65 @@ def _eventbus_cases(
     return cases
 
 
+# per entry of a reader loop: the number of events its fields hold; None counts one per
+# entry without looking (the no-decoding baselines)
+_PerEntry = Callable[[dict[bytes, bytes]], int] | None
+
+
+def _counted(page: list[Any], per_entry: _PerEntry) -> int:
+    if per_entry is None:
+        return len(page)
+    return sum(per_entry(fields) for _id, fields in page)
+
+
+def _rate(count: int, n: int, t0: float) -> dict[str, float]:
+    elapsed = time.perf_counter() - t0
+    if count != n:
+        raise RuntimeError(f"read {count} of {n} events")
+    return {"events_per_s": n / elapsed}
+
+
+async def _xread_all(client: Any, key: str, n: int, per_entry: _PerEntry) -> dict[str, float]:
+    """The raw follower: XREAD COUNT 1000 from the stream's start until ``n`` events."""
+    last, count = "0-0", 0
+    t0 = time.perf_counter()
+    for _ in range(n):  # bounded: at least one entry per round
+        reply = await client.xread({key: last}, count=1000)
+        if not reply:
+            break
+        page = reply[0][1]
+        count += _counted(page, per_entry)
+        last = page[-1][0]
+        if count >= n:
+            break
+    return _rate(count, n, t0)
+
+
+async def _xreadgroup_all(client: Any, key: str, n: int, per_entry: _PerEntry) -> dict[str, float]:
+    """The raw group consumer: a fresh group, XREADGROUP COUNT 1000 + XACK until ``n``."""
+    g = f"g{uuid.uuid4().hex[:8]}"
+    await client.xgroup_create(key, g, id="0")
+    count = 0
+    t0 = time.perf_counter()
+    try:
+        for _ in range(n):
+            reply = await client.xreadgroup(g, "c1", {key: ">"}, count=1000)
+            if not reply:
+                break
+            page = reply[0][1]
+            count += _counted(page, per_entry)
+            await client.xack(key, g, *[i for i, _f in page])
+            if count >= n:
+                break
+        return _rate(count, n, t0)  # timed before the group is destroyed
+    finally:
+        await client.xgroup_destroy(key, g)
+
+
+def _decoded(fields: dict[bytes, bytes]) -> int:
+    return _decode_all(fields[b"data"])
+
+
 def _redis_raw(frames: list[bytes], prefix: str) -> list[Case]:
     import redis.asyncio as aioredis
 
@@ -150,41 +210,10 @@ def _redis_raw(frames: list[bytes], prefix: str) -> list[Case]:
                 await pipe.execute()
 
     async def follow() -> dict[str, float]:
-        client, last, count = holder["client"], "0-0", 0
-        t0 = time.perf_counter()
-        for _ in range(n):  # bounded: at least one entry per round
-            reply = await client.xread({key: last}, count=1000)
-            if not reply:
-                break
-            page = reply[0][1]
-            count += len(page)
-            last = page[-1][0]
-            if count >= n:
-                break
-        elapsed = time.perf_counter() - t0
-        if count != n:
-            raise RuntimeError(f"read {count} of {n}")
-        return {"events_per_s": n / elapsed}
+        return await _xread_all(holder["client"], key, n, None)
 
     async def group() -> dict[str, float]:
-        client, count = holder["client"], 0
-        g = f"g{uuid.uuid4().hex[:8]}"
-        await client.xgroup_create(key, g, id="0")
-        t0 = time.perf_counter()
-        for _ in range(n):
-            reply = await client.xreadgroup(g, "c1", {key: ">"}, count=1000)
-            if not reply:
-                break
-            ids = [i for i, _f in reply[0][1]]
-            await client.xack(key, g, *ids)
-            count += len(ids)
-            if count >= n:
-                break
-        elapsed = time.perf_counter() - t0
-        await client.xgroup_destroy(key, g)
-        if count != n:
-            raise RuntimeError(f"read {count} of {n}")
-        return {"events_per_s": n / elapsed}
+        return await _xreadgroup_all(holder["client"], key, n, None)
 
     async def teardown() -> None:
         client = holder.pop("client", None)
@@ -254,67 +283,22 @@ def _redis_decoding(
     async def follow() -> dict[str, float]:
         await eventbus["setup"]()
         key = f"eventbus:{{{eventbus['ns']}:{eventbus['run']}}}:run"
-        client, last, count = holder["client"], "0-0", 0
-        t0 = time.perf_counter()
-        for _ in range(n):  # bounded: at least one entry per round
-            reply = await client.xread({key: last}, count=1000)
-            if not reply:
-                break
-            page = reply[0][1]
-            for _id, fields in page:
-                count += _decode_all(fields[b"data"])
-            last = page[-1][0]
-            if count >= n:
-                break
-        elapsed = time.perf_counter() - t0
-        if count != n:
-            raise RuntimeError(f"decoded {count} of {n}")
-        return {"events_per_s": n / elapsed}
+        return await _xread_all(holder["client"], key, n, _decoded)
 
     async def group() -> dict[str, float]:
         await eventbus["setup"]()
         key = f"eventbus:{{{eventbus['ns']}}}:events"
-        client, count = holder["client"], 0
-        g = f"g{uuid.uuid4().hex[:8]}"
-        await client.xgroup_create(key, g, id="0")
-        t0 = time.perf_counter()
-        for _ in range(n):
-            reply = await client.xreadgroup(g, "c1", {key: ">"}, count=1000)
-            if not reply:
-                break
-            ids = []
-            for entry_id, fields in reply[0][1]:
-                count += _decode_all(fields[b"data"])
-                ids.append(entry_id)
-            await client.xack(key, g, *ids)
-            if count >= n:
-                break
-        elapsed = time.perf_counter() - t0
-        await client.xgroup_destroy(key, g)
-        if count != n:
-            raise RuntimeError(f"decoded {count} of {n}")
-        return {"events_per_s": n / elapsed}
+        return await _xreadgroup_all(holder["client"], key, n, _decoded)
+
+    decode = msgspec.msgpack.Decoder().decode
+
+    def rebuilt(fields: dict[bytes, bytes]) -> int:
+        event = decode(fields[b"data"])
+        event["data"]["chunk"] = AIMessageChunk(**event["data"]["chunk"])
+        return 1
 
     async def hand() -> dict[str, float]:
-        client, last, count = holder["client"], "0-0", 0
-        decode = msgspec.msgpack.Decoder().decode
-        t0 = time.perf_counter()
-        for _ in range(n_raw):
-            reply = await client.xread({hand_key: last}, count=1000)
-            if not reply:
-                break
-            page = reply[0][1]
-            for _id, fields in page:
-                event = decode(fields[b"data"])
-                event["data"]["chunk"] = AIMessageChunk(**event["data"]["chunk"])
-                count += 1
-            last = page[-1][0]
-            if count >= n_raw:
-                break
-        elapsed = time.perf_counter() - t0
-        if count != n_raw:
-            raise RuntimeError(f"decoded {count} of {n_raw}")
-        return {"events_per_s": n_raw / elapsed}
+        return await _xread_all(holder["client"], hand_key, n_raw, rebuilt)
 
     async def teardown() -> None:
         client = holder.pop("client", None)
@@ -363,6 +347,15 @@ def _rabbit_raw(
     queues += [stream, quorum, packed_stream, packed_quorum]
     n = len(frames)
 
+    async def publish_all(ch: Any, queue: str, bodies: list[bytes]) -> None:
+        for i in range(0, len(bodies), 200):  # confirms in flight: 200 at a time
+            await asyncio.gather(
+                *(
+                    ch.default_exchange.publish(aio_pika.Message(d), queue)
+                    for d in bodies[i : i + 200]
+                )
+            )
+
     async def setup() -> None:
         conn = holder.get("conn")
         if conn is not None and not conn.is_closed:
@@ -373,16 +366,8 @@ def _rabbit_raw(
         await ch.declare_queue(quorum, durable=True, arguments={"x-queue-type": "quorum"})
         await ch.declare_queue(packed_quorum, durable=True, arguments={"x-queue-type": "quorum"})
         await ch.declare_queue(packed_stream, durable=True, arguments={"x-queue-type": "stream"})
-        for i in range(0, n, 200):
-            await asyncio.gather(
-                *(
-                    ch.default_exchange.publish(aio_pika.Message(d), stream)
-                    for d in frames[i : i + 200]
-                )
-            )
-        await asyncio.gather(
-            *(ch.default_exchange.publish(aio_pika.Message(d), packed_stream) for d in packed)
-        )
+        await publish_all(ch, stream, frames)
+        await publish_all(ch, packed_stream, packed)
         await ch.close()
 
     async def drain(
@@ -428,13 +413,7 @@ def _rabbit_raw(
     async def fill_quorum() -> None:
         await setup()
         ch = await holder["conn"].channel(publisher_confirms=True)
-        for i in range(0, n, 200):
-            await asyncio.gather(
-                *(
-                    ch.default_exchange.publish(aio_pika.Message(d), quorum)
-                    for d in frames[i : i + 200]
-                )
-            )
+        await publish_all(ch, quorum, frames)
         await ch.close()
 
     async def group() -> dict[str, float]:
@@ -444,9 +423,7 @@ def _rabbit_raw(
     async def group_decoding() -> dict[str, float]:
         await setup()
         ch = await holder["conn"].channel(publisher_confirms=True)
-        await asyncio.gather(
-            *(ch.default_exchange.publish(aio_pika.Message(d), packed_quorum) for d in packed)
-        )  # not timed
+        await publish_all(ch, packed_quorum, packed)  # not timed
         await ch.close()
         return {"events_per_s": await drain(packed_quorum, 10, None, True, n_packed)}
 

@@ -238,6 +238,24 @@ async def test_settle_once_and_after_close_without_error(url: str, namespace: st
     await second.reject("closed")
 
 
+async def test_a_settle_after_redelivery_raises_nothing(transport: Transport) -> None:
+    """The Delivery contract: a consumer that settles a frame after its visibility timeout
+    passed and the frame went to another consumer gets no error, and the frame, settled by
+    its new holder, is neither dead-lettered nor lost."""
+    opts = GroupOptions(start="first", visibility_timeout=0.3, max_deliveries=5)
+    run = rid()
+    await transport.publish([OutFrame(run, b"slow")])
+    (late,) = await take_group(transport, "late", "c1", 1, opts, ack=False)
+    (again,) = await take_group(transport, "late", "c2", 1, opts, ack=False)
+    assert (again.data, again.deliveries) == (b"slow", 2)
+    await late.ack()  # too late: no error, whichever way the transport counts it
+    await again.ack()
+    assert late.deliveries == 1 and await transport.dead_letters("late") == []
+    await transport.publish([OutFrame(run, b"next")])
+    after = await take_group(transport, "late", "c3", 1, opts)
+    assert [d.data for d in after] == [b"next"]
+
+
 async def test_group_options_are_checked_by_every_transport(transport: Transport) -> None:
     for bad in (
         GroupOptions(prefetch=0),

@@ -98,6 +98,12 @@ class _Namespace:
     def end(self) -> int:
         return self.base + len(self.frames)
 
+    def frame_at(self, index: int) -> bytes | None:
+        """The group stream's frame at ``index``; None once trimmed."""
+        if self.base <= index < self.end:
+            return self.frames[index - self.base]
+        return None
+
 
 class _Broker:
     def __init__(self) -> None:
@@ -134,7 +140,7 @@ class _GroupRef:
                 return  # the group was deleted: nothing left to settle
             pending = state.pending.pop(index, None)
             if reason is not None and pending is not None:
-                data = MemoryTransport._frame_at(ns, index)
+                data = ns.frame_at(index)
                 if data is not None:
                     state.dead.append(DeadLetter(str(index), data, reason, pending.deliveries))
         self.broker.signal.notify_all()
@@ -291,7 +297,7 @@ class MemoryTransport:
                     if pending.deadline > now:
                         next_deadline = min(next_deadline or pending.deadline, pending.deadline)
                         continue
-                    data = self._frame_at(ns, index)
+                    data = ns.frame_at(index)
                     if data is None:  # trimmed meanwhile
                         del state.pending[index]
                         continue
@@ -329,12 +335,6 @@ class MemoryTransport:
         finally:
             if dead_lettered:
                 self._broker.signal.notify_all()
-
-    @staticmethod
-    def _frame_at(ns: _Namespace, index: int) -> bytes | None:
-        if ns.base <= index < ns.end:
-            return ns.frames[index - ns.base]
-        return None
 
     async def delete_group(self, group: str) -> None:
         self._check_open()

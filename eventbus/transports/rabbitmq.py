@@ -47,7 +47,7 @@ from .._exceptions import (
 )
 from . import check_name
 from ._base import DeadLetter, Entry, GroupOptions, OutFrame
-from ._kit import Retry, check_consumer, ensure_open
+from ._kit import Retry, check_consumer
 from ._rabbit_group import GroupConsumer, Groups, RabbitDelivery
 from ._rabbit_link import (
     H_FINAL,
@@ -207,7 +207,7 @@ class RabbitMQTransport:
             TransportClosedError: the transport is closed.
         """
         link = self._link
-        ensure_open(link.closed, "RabbitMQ")
+        link.check_open()
         if not frames:
             return
         retry = Retry(deadline=time.monotonic() + self.options.publish_timeout)
