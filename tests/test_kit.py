@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from eventbus import ConfigurationError
-from eventbus.transports import TransportClosedError
+from eventbus.transports import TransportClosedError, open_transport
 from eventbus.transports._docs import FILES, render
 from eventbus.transports._docs import main as _docs_main
 from eventbus.transports._kit import Positive, Retry, doc, ensure_open, option_table, parse_options
@@ -104,3 +104,13 @@ def test_an_option_table_lists_every_field_with_its_default_and_meaning() -> Non
     assert (parsed.loud, parsed.wait) == (True, 0.5)
     with pytest.raises(ConfigurationError):
         parse_options(Documented, "x", "wait=0", {}, "x://host")
+
+
+@pytest.mark.parametrize(
+    "url", ["memory://k?bogus=1", "memory://k?maxlen=-1", "memory://k?retention=0",
+            "memory://k?retention=soon"],
+)  # fmt: skip
+def test_memory_refuses_unknown_and_bad_options(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="memory://"):
+        open_transport(url, "ns")
+    assert open_transport("memory://k?maxlen=5", "ns").options.maxlen == 5  # type: ignore[attr-defined]

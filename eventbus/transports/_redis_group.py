@@ -96,6 +96,7 @@ class _ConsumerLoop:
         self.consumer = consumer
         self.options = options
         self.key = transport._events_key
+        self.dead_key = transport._dead_key(group)
         self.state = _ConsumerState()
         self.vt_ms = max(1, int(options.visibility_timeout * 1000))
         # often enough that an expired entry waits at most a quarter of its timeout more
@@ -128,7 +129,7 @@ class _ConsumerLoop:
             log.debug("settle of %s dropped: the transport is closed", delivery.position)
             return
         key, group = self.key, self.group
-        dead_key, dead_maxlen = t._dead_key(group), t.options.dead_maxlen
+        dead_key, dead_maxlen = self.dead_key, t.options.dead_maxlen
 
         async def attempt(client: aioredis.Redis) -> None:
             if reason is None:
@@ -258,7 +259,7 @@ class _ConsumerLoop:
             else:
                 out.append(self._delivery(entry_id, fields, n))
         if gone or dead:
-            dead_key = self.t._dead_key(self.group)
+            dead_key = self.dead_key
             async with client.pipeline(transaction=True) as pipe:
                 for entry_id, fields, n in dead:
                     pipe.xadd(

@@ -25,7 +25,7 @@ import msgspec
 
 from .._exceptions import ConfigurationError
 from ._base import DeadLetter, Entry, GroupOptions, OutFrame
-from ._kit import check_consumer, doc, ensure_open, parse_options
+from ._kit import Positive, PositiveInt, check_consumer, doc, ensure_open, parse_options
 
 __all__ = ["MemoryTransport"]
 
@@ -169,9 +169,10 @@ class Options(msgspec.Struct, forbid_unknown_fields=True):
     """The ``memory://`` options: the one spec they are parsed with and the option table
     of ``docs/memory.md`` is generated from (``make docs``)."""
 
-    retention: Annotated[float, doc("seconds a finished run stays readable")] = 3600.0
+    retention: Annotated[Positive, doc("seconds a finished run stays readable")] = 3600.0
+    # positive, as on the brokers: a negative maxlen made publish fail on an empty deque
     maxlen: Annotated[
-        int, doc("frames kept in the group stream; older ones are trimmed, as Redis does")
+        PositiveInt, doc("frames kept in the group stream; older ones are trimmed, as Redis does")
     ] = 100_000
 
 
