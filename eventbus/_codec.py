@@ -440,6 +440,34 @@ def register_type(
     tag = tag or f"{cls.__module__}:{cls.__qualname__}"
     if tag in _builtin_tags:
         raise ConfigurationError(f"type tag {tag!r} is reserved")
+    _register(cls, tag, encode, decode, builtin=False)
+
+
+def register_builtin(
+    cls: type,
+    tag: str,
+    *,
+    encode: Callable[[Any], Any] | None = None,
+    decode: Callable[[Any], Any] | None = None,
+) -> None:
+    """eventbus' own registrations (``eventbus._langchain``), under tags users cannot
+    take: as :func:`register_type`, and subclasses of ``dict`` and ``str`` need only
+    ``cls`` too.
+
+    Raises:
+        ConfigurationError: the tag is taken, or ``encode``/``decode`` are needed and missing.
+    """
+    _register(cls, tag, encode, decode, builtin=True)
+
+
+def _register(
+    cls: type,
+    tag: str,
+    encode: Callable[[Any], Any] | None,
+    decode: Callable[[Any], Any] | None,
+    *,
+    builtin: bool,
+) -> None:
     if encode is not None or decode is not None:
         if encode is None or decode is None:
             raise ConfigurationError("register_type needs both encode and decode, or neither")
@@ -449,12 +477,16 @@ def register_type(
             tag,
             lambda obj: _Reduced(tag, enc(obj)),
             lambda payload, extra: dec(payload),
-            builtin=False,
+            builtin=builtin,
         )
     elif isinstance(cls, type) and issubclass(cls, pydantic.BaseModel):
-        _register_pydantic(cls, tag, builtin=False)
+        _register_pydantic(cls, tag, builtin=builtin)
     elif dataclasses.is_dataclass(cls):
-        _register_dataclass(cls, tag, builtin=False)
+        _register_dataclass(cls, tag, builtin=builtin)
+    elif builtin and isinstance(cls, type) and issubclass(cls, dict):
+        _register_dict_subclass(cls, tag)
+    elif builtin and isinstance(cls, type) and issubclass(cls, str):
+        _register_str_subclass(cls, tag)
     else:
         raise ConfigurationError(
             f"{_qualname(cls)} is neither a pydantic model nor a dataclass: "
@@ -462,12 +494,19 @@ def register_type(
         )
 
 
-def _register_builtin(cls: type, tag: str) -> None:
-    """For eventbus' own registrations (LangChain types): pydantic or dataclass."""
-    if issubclass(cls, pydantic.BaseModel):
-        _register_pydantic(cls, tag, builtin=True)
-    else:
-        _register_dataclass(cls, tag, builtin=True)
+def placeholder(value: Any) -> Unrepresentable:
+    """The :class:`Unrepresentable` that stands in for ``value``."""
+    return Unrepresentable(_qualname(type(value)), _safe_repr(value))
+
+
+def builtin_exception(name: str) -> type[BaseException]:
+    """The builtin exception class called ``name`` (``KeyError``: a name from the message,
+    looked up among builtin exception classes only).
+
+    Raises:
+        KeyError: no builtin exception class has that name.
+    """
+    return _BUILTIN_EXCEPTIONS[name]
 
 
 def _register_dict_subclass(cls: type[dict[Any, Any]], tag: str) -> None:

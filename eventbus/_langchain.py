@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
 from langchain_core import agents, documents, messages, outputs, prompt_values
 from langchain_core.messages.base import TextAccessor
@@ -68,9 +68,9 @@ _LC_CLASSES: list[type] = [
 
 def _install_langchain() -> None:
     for cls in _LC_CLASSES:
-        _codec._register_builtin(cls, f"lc.{cls.__name__}")
-    _codec._register_dict_subclass(AddableDict, "lc.AddableDict")
-    _codec._register_str_subclass(TextAccessor, "lc.TextAccessor")
+        _codec.register_builtin(cls, f"lc.{cls.__name__}")
+    _codec.register_builtin(AddableDict, "lc.AddableDict")
+    _codec.register_builtin(TextAccessor, "lc.TextAccessor")
 
 
 def _install_langgraph() -> None:
@@ -82,21 +82,20 @@ def _install_langgraph() -> None:
     for name in ("Interrupt", "Command", "Overwrite", "TimeoutPolicy"):
         cls = getattr(lg, name, None)
         if cls is not None:
-            _codec._register_builtin(cls, f"lg.{name}")
+            _codec.register_builtin(cls, f"lg.{name}")
     send = getattr(lg, "Send", None)
     if send is not None:  # a plain class with __slots__, not a dataclass
 
-        def decode_send(payload: Any, extra: Any) -> Any:
+        def decode_send(payload: Any) -> Any:
             node, arg, timeout = payload
             # (a receiver on langgraph < 1.2 refuses a timeout: that Send is Undecodable)
             return send(node, arg) if timeout is None else send(node, arg, timeout=timeout)
 
-        _codec._add(
+        _codec.register_builtin(
             send,
             "lg.Send",
-            lambda s: _codec._Reduced("lg.Send", [s.node, s.arg, getattr(s, "timeout", None)]),
-            decode_send,
-            builtin=True,
+            encode=lambda s: [s.node, s.arg, getattr(s, "timeout", None)],
+            decode=decode_send,
         )
     # policies hold functions, which never travel: LangGraph's default function travels as
     # "default" (and comes back as that function), builtin exception classes (RetryPolicy's
@@ -105,30 +104,30 @@ def _install_langgraph() -> None:
     default_retry_on = getattr(lg, "default_retry_on", None)
     if retry is not None:
 
-        def reduce_retry(p: Any) -> _codec._Reduced:
-            return _codec._Reduced(
-                "lg.RetryPolicy", [*p[:-1], _function_ref(p.retry_on, default_retry_on)]
-            )
-
-        def decode_retry(payload: Any, extra: Any) -> Any:
+        def decode_retry(payload: Any) -> Any:
             *numbers, retry_on = payload
             return retry(*numbers, _function_of(retry_on, default_retry_on))
 
-        _codec._add(retry, "lg.RetryPolicy", reduce_retry, decode_retry, builtin=True)
+        _codec.register_builtin(
+            retry,
+            "lg.RetryPolicy",
+            encode=lambda p: [*p[:-1], _function_ref(p.retry_on, default_retry_on)],
+            decode=decode_retry,
+        )
     cache = getattr(lg, "CachePolicy", None)
     default_cache_key = getattr(lg, "default_cache_key", None)
     if cache is not None:
 
-        def reduce_cache(p: Any) -> _codec._Reduced:
-            return _codec._Reduced(
-                "lg.CachePolicy", [_function_ref(p.key_func, default_cache_key), p.ttl]
-            )
-
-        def decode_cache(payload: Any, extra: Any) -> Any:
+        def decode_cache(payload: Any) -> Any:
             key_func, ttl = payload
             return cache(key_func=_function_of(key_func, default_cache_key), ttl=ttl)
 
-        _codec._add(cache, "lg.CachePolicy", reduce_cache, decode_cache, builtin=True)
+        _codec.register_builtin(
+            cache,
+            "lg.CachePolicy",
+            encode=lambda p: [_function_ref(p.key_func, default_cache_key), p.ttl],
+            decode=decode_cache,
+        )
 
 
 def _function_ref(fn: Any, default: Any) -> Any:
@@ -138,14 +137,14 @@ def _function_ref(fn: Any, default: Any) -> Any:
         return ["exception", fn.__name__]
     if isinstance(fn, (tuple, list)):
         return [_function_ref(f, default) for f in fn]
-    return _codec.Unrepresentable(_codec._qualname(type(fn)), _codec._safe_repr(fn))
+    return _codec.placeholder(fn)
 
 
 def _function_of(ref: Any, default: Any) -> Any:
     if ref == "default":
         return default
     if type(ref) is list and len(ref) == 2 and ref[0] == "exception":
-        return _codec._BUILTIN_EXCEPTIONS[ref[1]]
+        return _codec.builtin_exception(ref[1])
     if type(ref) is list:
         return tuple(_function_of(r, default) for r in ref)
     if type(ref) is _codec.Unrepresentable:
@@ -261,16 +260,28 @@ _FILTER_KEYS = frozenset(
 )
 
 
+class RunSink(Protocol):
+    """Where :class:`ForwardingHandler` sends the root runs it sees (called from whatever
+    thread LangChain calls the handler in)."""
+
+    def start(self, root: str) -> None:
+        """A root run begins."""
+
+    def event(self, root: str, event: StreamEvent) -> None:
+        """A v2 StreamEvent of the root run ``root``."""
+
+    def end(self, root: str) -> None:
+        """The root run finished."""
+
+    def error(self, root: str, error: BaseException) -> None:
+        """The root run raised ``error``."""
+
+
 class ForwardingHandler(_AstreamEventsCallbackHandler):
     """LangChain's own v2 event-stream handler, forwarding each event to ``sink`` instead
-    of its in-memory queue, with v2's root-event patches applied.
+    of its in-memory queue, with v2's root-event patches applied."""
 
-    ``sink(kind, root_run_id, payload)`` is called with kind ``"start"`` (a root run
-    begins; payload None), ``"event"`` (payload: the StreamEvent), ``"end"`` (the root run
-    finished) or ``"error"`` (payload: the exception of the root run).
-    """
-
-    def __init__(self, sink: Callable[[str, str, Any], None]) -> None:
+    def __init__(self, sink: RunSink) -> None:
         super().__init__()
         self._sink = sink
         self._roots: set[str] = set()
@@ -281,22 +292,22 @@ class ForwardingHandler(_AstreamEventsCallbackHandler):
         root = parents[0] if parents else run_id
         if not parents and event["event"].endswith("_start") and run_id not in self._roots:
             self._roots.add(run_id)
-            self._sink("start", run_id, None)
+            self._sink.start(run_id)
         if root not in self._roots:
             return
         if not parents and event["event"].endswith("_end"):
             event["data"].pop("input", None)  # as v2 does for the root's end event
-            self._sink("event", root, event)
+            self._sink.event(root, event)
             self._roots.discard(root)
-            self._sink("end", root, None)
+            self._sink.end(root)
             return
-        self._sink("event", root, event)
+        self._sink.event(root, event)
 
     def _root_error(self, error: BaseException, run_id: uuid.UUID, parent_run_id: Any) -> None:
         rid = str(run_id)
         if parent_run_id is None and rid in self._roots:
             self._roots.discard(rid)
-            self._sink("error", rid, error)
+            self._sink.error(rid, error)
 
     async def on_chain_error(
         self, error: BaseException, *, run_id: uuid.UUID, parent_run_id: Any = None, **kw: Any

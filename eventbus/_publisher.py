@@ -26,7 +26,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-import msgspec
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
@@ -319,38 +318,19 @@ class Publisher:
         context) to be sure everything is on the broker.
         """
         self._check_open()
-        loop = self._loop
-        assert loop is not None
+        assert self._loop is not None
+        return _langchain.ForwardingHandler(_HandlerSink(self, self._loop))
 
-        def sink(kind: str, root: str, payload: Any) -> None:
-            # encode here, in whatever thread LangChain calls us from, so that what is
-            # published is the event as it was at this moment
-            wire = payload
-            if kind == "event":
-                raw = msgspec.Raw(self._encoder.encode_value(self._tree(payload)))
-                wire = (raw, payload)
-            if _on_loop(loop):
-                self._handler_sink(kind, root, wire)
-            else:
-                loop.call_soon_threadsafe(self._handler_sink, kind, root, wire)
+    def _handler_event(self, root: str, snapshot: Any, event: StreamEvent) -> None:
+        run = self._runs.get(root)
+        if run is not None:
+            self._emit_tree(run, snapshot, event)
 
-        return _langchain.ForwardingHandler(sink)
-
-    def _handler_sink(self, kind: str, root: str, payload: Any) -> None:
-        if kind == "start":
-            self._open_run(root)
-            return
+    def _handler_done(self, root: str, error: BaseException | None) -> None:
         run = self._runs.get(root)
         if run is None:
             return
-        if kind == "event":
-            raw, event = payload
-            self._emit_tree(run, raw, event)
-            return
-        if kind == "end":
-            self._terminal(run, End(0, 0.0))
-        else:
-            self._terminal(run, self._failure_record(payload))
+        self._terminal(run, End(0, 0.0) if error is None else self._failure_record(error))
         del self._runs[root]
 
     async def flush(self) -> None:
@@ -628,6 +608,36 @@ class Publisher:
                     self.stats.heartbeats += 1
                     record = self._encoder.encode_record(Heartbeat(run.seq, time.time()))
                     self._append(run, record, 0)
+
+
+class _HandlerSink:
+    """The callback handler's :class:`~eventbus._langchain.RunSink`: it encodes each event
+    in whatever thread LangChain calls it from (so that what is published is the event as
+    it was at that moment) and hands it to the publisher on the publisher's loop."""
+
+    def __init__(self, publisher: Publisher, loop: asyncio.AbstractEventLoop) -> None:
+        self._publisher = publisher
+        self._loop = loop
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        if _on_loop(self._loop):
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def start(self, root: str) -> None:
+        self._call(self._publisher._open_run, root)
+
+    def event(self, root: str, event: StreamEvent) -> None:
+        publisher = self._publisher
+        snapshot = publisher._encoder.snapshot(publisher._tree(event))
+        self._call(publisher._handler_event, root, snapshot, event)
+
+    def end(self, root: str) -> None:
+        self._call(self._publisher._handler_done, root, None)
+
+    def error(self, root: str, error: BaseException) -> None:
+        self._call(self._publisher._handler_done, root, error)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

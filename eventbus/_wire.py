@@ -25,7 +25,6 @@ from ._codec import (
     ext_hook,
     ext_hook_trusted,
     from_wire,
-    repair_tree,
     to_msgpack_tree,
     to_wire,
 )
@@ -54,46 +53,40 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 
-class Event(msgspec.Struct, tag="event", tag_field="kind"):
-    """One ``astream_events`` event; ``event`` is its codec wire tree."""
-
+class _Numbered(msgspec.Struct):
+    # what every record has, first in its array: the run's sequence number and a timestamp
     seq: int
     ts: float
+
+
+class Event(_Numbered, tag="event", tag_field="kind"):
+    """One ``astream_events`` event; ``event`` is its codec wire tree."""
+
     event: Any
 
 
-class End(msgspec.Struct, tag="end", tag_field="kind"):
+class End(_Numbered, tag="end", tag_field="kind"):
     """The root run finished; nothing follows."""
 
-    seq: int
-    ts: float
 
-
-class Failed(msgspec.Struct, tag="error", tag_field="kind"):
+class Failed(_Numbered, tag="error", tag_field="kind"):
     """The root run raised; nothing follows."""
 
-    seq: int
-    ts: float
     type: str
     module: str
     message: str
     traceback: str
 
 
-class Cancelled(msgspec.Struct, tag="cancelled", tag_field="kind"):
+class Cancelled(_Numbered, tag="cancelled", tag_field="kind"):
     """The root run was cancelled; nothing follows."""
 
-    seq: int
-    ts: float
     reason: str
 
 
-class Heartbeat(msgspec.Struct, tag="heartbeat", tag_field="kind"):
+class Heartbeat(_Numbered, tag="heartbeat", tag_field="kind"):
     """The worker is alive. ``seq`` is that of the last record sent before it (it takes
     no number of its own), which lets a follower notice missing records early."""
-
-    seq: int
-    ts: float
 
 
 Record = Union[Event, End, Failed, Cancelled, Heartbeat]  # noqa: UP007 - a runtime value
@@ -139,9 +132,7 @@ class _EventHead(msgspec.Struct):
     data: dict[str, msgspec.Raw] = {}
 
 
-class _EventSkeleton(msgspec.Struct, tag="event", tag_field="kind"):
-    seq: int
-    ts: float
+class _EventSkeleton(_Numbered, tag="event", tag_field="kind"):
     event: msgspec.Raw
 
 
@@ -155,33 +146,36 @@ class RecordEncoder:
     """Encodes records and envelopes in one format; made once per publisher."""
 
     def __init__(self, codec: Codec = "msgpack") -> None:
-        self._encoder: msgspec.msgpack.Encoder | msgspec.json.Encoder
+        encoder: msgspec.msgpack.Encoder | msgspec.json.Encoder
         if codec == "msgpack":
-            self._encoder = msgspec.msgpack.Encoder()
+            encoder = msgspec.msgpack.Encoder()
         elif codec == "json":
-            self._encoder = msgspec.json.Encoder()
+            encoder = msgspec.json.Encoder()
         else:  # a str from a config file is not checked by the Literal
             raise ConfigurationError(f"unknown codec {codec!r}: use 'msgpack' or 'json'")
-        self.encode_record = self._encoder.encode
+        self._encode = encoder.encode
         self._msgpack = codec == "msgpack"
         #: a Python value -> this format's value tree (see eventbus._codec)
         self.to_tree: Callable[[Any], Any] = to_msgpack_tree if codec == "msgpack" else to_wire
 
-    def encode_value(self, tree: Any) -> bytes:
-        """A value tree's bytes; never raises for a tree ``to_tree`` made (a value the
-        format refuses is carried repaired: see ``eventbus._codec.repair_tree``)."""
-        return encode_tree(tree, self._encoder.encode, self._msgpack)
+    def encode_record(self, record: Any) -> bytes:
+        """A record's (or a value tree's) bytes; never raises for a tree ``to_tree`` made
+        (a value the format refuses is carried repaired: see ``eventbus._codec.encode_tree``).
+        """
+        return encode_tree(record, self._encode, self._msgpack)
+
+    def snapshot(self, tree: Any) -> msgspec.Raw:
+        """A value tree encoded now, for :meth:`encode_event` to embed later as it is (what
+        is published is then the value as it was at this moment)."""
+        return msgspec.Raw(encode_tree(tree, self._encode, self._msgpack))
 
     def encode_event(self, seq: int, ts: float, tree: Any) -> bytes:
-        """An :class:`Event` record's bytes; never raises for a tree ``to_tree`` made."""
+        """An :class:`Event` record's bytes; never raises for a tree ``to_tree`` made (or a
+        :meth:`snapshot`)."""
         try:
-            return self._encoder.encode(Event(seq, ts, tree))
+            return self._encode(Event(seq, ts, tree))
         except Exception:  # rare: repair the tree value by value, keep the event
-            from ._codec import _ext_node, _json_node
-
-            node = _ext_node if self._msgpack else _json_node
-            repaired = repair_tree(tree, node, self._encoder.encode)
-            return self._encoder.encode(Event(seq, ts, repaired))
+            return self._encode(Event(seq, ts, self.snapshot(tree)))
 
     def encode_envelope(
         self,
@@ -192,13 +186,13 @@ class RecordEncoder:
         keyring: Keyring | None = None,
     ) -> bytes:
         """A frame of already encoded records; signed when ``keyring`` is given."""
-        body = self._encoder.encode([msgspec.Raw(r) for r in records])
+        body = self._encode([msgspec.Raw(r) for r in records])
         if keyring is None:
             envelope = Frame(SCHEMA_VERSION, ns, run, producer, msgspec.Raw(body))
         else:
             kid, mac = keyring.sign(ns, run, producer, body)
             envelope = Frame(SCHEMA_VERSION, ns, run, producer, msgspec.Raw(body), kid, mac)
-        return self._encoder.encode(envelope)
+        return self._encode(envelope)
 
 
 # MessagePack frames' records decode in one pass: msgspec calls ext_hook per typed node
