@@ -7,14 +7,6 @@ runs and consume groups with :class:`Subscriber`. The broker is picked by URL sc
 
 from __future__ import annotations
 
-import os as _os
-
-if _os.environ.get("EVENTBUS_PURE_PYTHON") == "1":
-    # the codec from its source even where its compiled twin exists (hatch_build.py)
-    from ._speedups import load_pure_codec as _load_pure_codec
-
-    _load_pure_codec()
-
 from . import _langchain  # registers LangChain's types with the codec  # noqa: F401
 from ._codec import RemoteException, Undecodable, UnknownType, Unrepresentable, register_type
 from ._exceptions import (
@@ -50,6 +42,14 @@ _LAZY = {
     "WebhookForwarder": "_webhooks",
     "WebhookStats": "_webhooks",
 }
+
+
+# the public names report where they are public (repr, tracebacks, docs): eventbus.X, not
+# eventbus._private_module.X (as httpx does); the lazy ones keep theirs until imported
+for _name, _value in list(globals().items()):
+    if not _name.startswith("_") and getattr(_value, "__module__", "").startswith("eventbus."):
+        _value.__module__ = __name__
+del _name, _value
 
 
 def __getattr__(name: str) -> object:

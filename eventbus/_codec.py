@@ -1274,6 +1274,6 @@ def _install_builtins() -> None:
 
 _install_builtins()
 
-from ._speedups import warn_if_stale  # noqa: E402 - about this very module, once it is made
+from ._speedups import settle  # noqa: E402 - about this very module, once it is made
 
-warn_if_stale(__file__)
+settle(__name__, __file__)

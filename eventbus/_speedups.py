@@ -1,9 +1,13 @@
 """Which codec runs: the one compiled from ``_codec.py`` by ``hatch_build.py``, or the
-pure-Python source itself (no compiler at install, or ``EVENTBUS_PURE_PYTHON=1``)."""
+pure-Python source itself (no compiler at install, or ``EVENTBUS_PURE_PYTHON=1``).
+
+``eventbus._codec`` calls :func:`settle` as the last step of its import: that is where the
+switch happens, whoever imports the codec first."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -21,12 +25,19 @@ def codec_is_compiled(module: ModuleType) -> bool:
     return _is_compiled(str(module.__file__))
 
 
-def load_pure_codec() -> None:
-    """Load ``eventbus._codec`` from ``_codec.py`` (before anything imports it)."""
-    spec = importlib.util.spec_from_file_location("eventbus._codec", _SOURCE)
+def settle(module_name: str, module_file: str) -> None:
+    """The end of the codec's import: under ``EVENTBUS_PURE_PYTHON=1`` a compiled codec
+    gives its place in ``sys.modules`` to one loaded from ``_codec.py`` (the import then
+    returns that one); otherwise warn when the compiled codec is stale."""
+    if not _is_compiled(module_file):
+        return
+    if os.environ.get("EVENTBUS_PURE_PYTHON") != "1":
+        warn_if_stale(module_file)
+        return
+    spec = importlib.util.spec_from_file_location(module_name, _SOURCE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    sys.modules[module_name] = module
     spec.loader.exec_module(module)
 
 
