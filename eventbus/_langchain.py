@@ -18,7 +18,7 @@ from langchain_core.messages.base import TextAccessor
 from langchain_core.runnables.utils import AddableDict, _RootEventFilter
 from langchain_core.tracers.event_stream import _AstreamEventsCallbackHandler
 
-from . import _codec
+from . import _codec, _registry
 
 __all__ = [
     "EventFilter",
@@ -68,9 +68,9 @@ _LC_CLASSES: list[type] = [
 
 def _install_langchain() -> None:
     for cls in _LC_CLASSES:
-        _codec.register_builtin(cls, f"lc.{cls.__name__}")
-    _codec.register_builtin(AddableDict, "lc.AddableDict")
-    _codec.register_builtin(TextAccessor, "lc.TextAccessor")
+        _registry.register_builtin(cls, f"lc.{cls.__name__}")
+    _registry.register_builtin(AddableDict, "lc.AddableDict")
+    _registry.register_builtin(TextAccessor, "lc.TextAccessor")
 
 
 def _install_langgraph() -> None:
@@ -82,7 +82,7 @@ def _install_langgraph() -> None:
     for name in ("Interrupt", "Command", "Overwrite", "TimeoutPolicy"):
         cls = getattr(lg, name, None)
         if cls is not None:
-            _codec.register_builtin(cls, f"lg.{name}")
+            _registry.register_builtin(cls, f"lg.{name}")
     send = getattr(lg, "Send", None)
     if send is not None:  # a plain class with __slots__, not a dataclass
 
@@ -91,7 +91,7 @@ def _install_langgraph() -> None:
             # (a receiver on langgraph < 1.2 refuses a timeout: that Send is Undecodable)
             return send(node, arg) if timeout is None else send(node, arg, timeout=timeout)
 
-        _codec.register_builtin(
+        _registry.register_builtin(
             send,
             "lg.Send",
             encode=lambda s: [s.node, s.arg, getattr(s, "timeout", None)],
@@ -108,7 +108,7 @@ def _install_langgraph() -> None:
             *numbers, retry_on = payload
             return retry(*numbers, _function_of(retry_on, default_retry_on))
 
-        _codec.register_builtin(
+        _registry.register_builtin(
             retry,
             "lg.RetryPolicy",
             encode=lambda p: [*p[:-1], _function_ref(p.retry_on, default_retry_on)],
@@ -122,7 +122,7 @@ def _install_langgraph() -> None:
             key_func, ttl = payload
             return cache(key_func=_function_of(key_func, default_cache_key), ttl=ttl)
 
-        _codec.register_builtin(
+        _registry.register_builtin(
             cache,
             "lg.CachePolicy",
             encode=lambda p: [_function_ref(p.key_func, default_cache_key), p.ttl],
@@ -153,7 +153,7 @@ def _function_of(ref: Any, default: Any) -> Any:
 
 
 _install_langchain()
-_codec.register_lazily("langgraph", "lg.", _install_langgraph)
+_registry.register_lazily("langgraph", "lg.", _install_langgraph)
 
 
 # ---------------------------------------------------------------------------------------

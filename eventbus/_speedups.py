@@ -25,20 +25,22 @@ def codec_is_compiled(module: ModuleType) -> bool:
     return _is_compiled(str(module.__file__))
 
 
-def settle(module_name: str, module_file: str) -> None:
+def settle(module_name: str, module_file: str) -> bool:
     """The end of the codec's import: under ``EVENTBUS_PURE_PYTHON=1`` a compiled codec
     gives its place in ``sys.modules`` to one loaded from ``_codec.py`` (the import then
-    returns that one); otherwise warn when the compiled codec is stale."""
+    returns that one) and False is returned: it must register nothing. Otherwise True
+    (and a warning when the compiled codec is stale)."""
     if not _is_compiled(module_file):
-        return
+        return True
     if os.environ.get("EVENTBUS_PURE_PYTHON") != "1":
         warn_if_stale(module_file)
-        return
+        return True
     spec = importlib.util.spec_from_file_location(module_name, _SOURCE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
+    return False
 
 
 def warn_if_stale(compiled_file: str) -> None:
