@@ -28,9 +28,10 @@ from ._exceptions import (
     WorkerLostError,
 )
 from ._jsonable import to_jsonable
-from ._publisher import Publisher, PublisherStats, SyncPublisher
+from ._publisher import Publisher, PublisherStats
 from ._signing import Keyring
 from ._subscriber import FollowItem, Message, Subscriber, SubscriberStats
+from ._sync_publisher import SyncPublisher
 from .transports import DeadLetter
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Publisher (async) and SyncPublisher: run LangChain runnables and publish their events.
+"""Publisher: run LangChain runnables and publish their events (``SyncPublisher``, for
+synchronous code, wraps it: ``eventbus._sync_publisher``).
 
 The run's loop only encodes each event (a few microseconds) and appends it to a
 buffer; one writer task per publisher publishes at once while the rate is low, and under
@@ -18,26 +19,23 @@ import contextlib
 import logging
 import os
 import socket
-import threading
 import time
-import traceback
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
 from . import _langchain
-from ._codec import Unrepresentable
 from ._exceptions import ConfigurationError, EventbusError, PublishError, TransportError
+from ._records import failure_record, shrink, tree_by_key
 from ._signing import Keyring, KeysArg, keyring_from
 from ._wire import Cancelled, Codec, End, Failed, Heartbeat, RecordEncoder
 from .transports import OutFrame, Transport, open_transport, redact_url
 
-__all__ = ["Publisher", "PublisherStats", "SyncPublisher"]
+__all__ = ["Publisher", "PublisherStats"]
 
 logger = logging.getLogger("eventbus")
 
@@ -330,7 +328,7 @@ class Publisher:
         run = self._runs.get(root)
         if run is None:
             return
-        self._terminal(run, End(0, 0.0) if error is None else self._failure_record(error))
+        self._terminal(run, End(0, 0.0) if error is None else failure_record(error))
         del self._runs[root]
 
     async def flush(self) -> None:
@@ -376,7 +374,7 @@ class Publisher:
         try:
             return self._encoder.to_tree(event)
         except Exception:
-            return _tree_by_key(self._encoder.to_tree, event)
+            return tree_by_key(self._encoder.to_tree, event)
 
     def _emit_event(self, run: _Run, event: StreamEvent) -> None:
         self._emit_tree(run, self._tree(event), event)
@@ -387,7 +385,7 @@ class Publisher:
         data = self._encoder.encode_event(run.seq, time.time(), tree)
         if len(data) > self._max_event_bytes:
             size = len(data)
-            shrunk = self._tree(_shrink(event, size, self._max_event_bytes))
+            shrunk = self._tree(shrink(event, size, self._max_event_bytes))
             data = self._encoder.encode_event(run.seq, time.time(), shrunk)
             self.stats.oversized_events += 1
             logger.warning(
@@ -420,7 +418,7 @@ class Publisher:
             return
         run.seq += 1
         if run.lost_from and run.failure is not None:
-            record = self._failure_record(run.failure)
+            record = failure_record(run.failure)
             run.seq = run.lost_from
         record.seq = run.seq
         record.ts = time.time()
@@ -444,22 +442,6 @@ class Publisher:
             run.done = False
             self._terminal(run, End(0, 0.0))
 
-    @staticmethod
-    def _failure_record(exc: BaseException) -> Failed:
-        cls = type(exc)
-        try:
-            trace = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
-        except Exception:
-            trace = ""
-        return Failed(
-            0,
-            0.0,
-            type=_utf8(cls.__qualname__),
-            module=_utf8(cls.__module__),
-            message=_utf8(_safe_str(exc)),
-            traceback=_utf8(trace),
-        )
-
     async def _finish(self, run: _Run, exc: BaseException | None) -> None:
         if exc is None:
             self._terminal(run, End(0, 0.0))
@@ -468,7 +450,7 @@ class Publisher:
         elif isinstance(exc, GeneratorExit):
             self._terminal(run, Cancelled(0, 0.0, reason="the local consumer stopped iterating"))
         else:
-            self._terminal(run, self._failure_record(exc))
+            self._terminal(run, failure_record(exc))
         self._runs.pop(run.run_id, None)
         if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
             # the caller is going away: publish the end in the background, do not block it
@@ -645,168 +627,3 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-def _utf8(text: str) -> str:
-    """``text``, with lone surrogates (which UTF-8 cannot carry) as ``\\udcxx`` escapes:
-    an error message naming a file from os.listdir must not fail the error record."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _tree_by_key(to_tree: Any, event: Any) -> Any:
-    """The tree of an event that ``to_tree`` refused as a whole: each of its values (and
-    each of its data's values) on its own, a placeholder for those that still fail."""
-
-    def one(value: Any) -> Any:
-        try:
-            return to_tree(value)
-        except Exception as exc:
-            return to_tree(Unrepresentable(_type_name(value), f"<could not be encoded: {exc!r}>"))
-
-    if type(event) is not dict:
-        return one(event)
-    tree: dict[str, Any] = {}
-    for key, value in list(event.items()):
-        if key == "data" and type(value) is dict:
-            tree[key] = {k: one(v) for k, v in list(value.items())}
-        else:
-            tree[key] = one(value)
-    return tree
-
-
-def _type_name(value: Any) -> str:
-    cls = type(value)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return f"<{type(exc).__name__}: str() failed>"
-
-
-def _shrink(event: Any, size: int, limit: int) -> Any:
-    """An oversized event with its data values replaced by placeholders."""
-    omitted = Unrepresentable(
-        "eventbus.Oversized",
-        f"<event of {size} bytes omitted: larger than max_event_bytes "
-        f"(or the broker's message-size limit), {limit} bytes>",
-    )
-    if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
-        return omitted
-    return {**event, "data": {k: omitted for k in event["data"]}}
-
-
-class SyncPublisher:
-    """A :class:`Publisher` for synchronous code (Celery, RQ, threads).
-
-    It runs the publisher, and the runnables given to :meth:`run`, on an event loop in a
-    background thread::
-
-        with eventbus.SyncPublisher("redis://localhost:6379/0", namespace="myapp") as pub:
-            output = pub.run(chain, {"topic": "bees"})
-
-    Takes the same arguments as :class:`Publisher`.
-    """
-
-    def __init__(self, url: str, namespace: str = "default", **options: Any) -> None:
-        self._publisher = Publisher(url, namespace, **options)
-        self._portal_cm: contextlib.AbstractContextManager[BlockingPortal] | None = None
-        self._portal: BlockingPortal | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def stats(self) -> PublisherStats:
-        return self._publisher.stats
-
-    @property
-    def last_run_id(self) -> str | None:
-        return self._publisher.last_run_id
-
-    def connect(self) -> SyncPublisher:
-        """Start the background loop and connect. Raises what :meth:`Publisher.connect` raises."""
-        self._portal_cm = start_blocking_portal()
-        self._portal = self._portal_cm.__enter__()
-        try:
-            self._portal.call(self._publisher.connect)
-        except BaseException:
-            self._portal_cm.__exit__(None, None, None)
-            self._portal = self._portal_cm = None
-            raise
-        return self
-
-    def __enter__(self) -> SyncPublisher:
-        return self.connect()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Flush, close the publisher and stop the background loop."""
-        if self._portal is None or self._portal_cm is None:
-            return
-        try:
-            self._portal.call(self._publisher.aclose)
-        finally:
-            self._portal_cm.__exit__(None, None, None)
-            self._portal = self._portal_cm = None
-
-    def _call(self, fn: Any, *args: Any) -> Any:
-        if self._portal is None:
-            raise PublishError("the publisher is not open (use `with SyncPublisher(...)`)")
-        return self._portal.call(fn, *args)
-
-    def run(
-        self,
-        runnable: Runnable[Any, Any],
-        input: Any,
-        config: RunnableConfig | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Blocking :meth:`Publisher.run` (the runnable runs on the background loop)."""
-
-        async def go() -> Any:
-            return await self._publisher.run(runnable, input, config, **kwargs)
-
-        return self._call(go)
-
-    def stream_events(
-        self,
-        runnable: Runnable[Any, Any],
-        input: Any,
-        config: RunnableConfig | None = None,
-        **kwargs: Any,
-    ) -> Iterator[StreamEvent]:
-        """Blocking :meth:`Publisher.astream_events`."""
-        if self._portal is None:
-            raise PublishError("the publisher is not open (use `with SyncPublisher(...)`)")
-        cm = self._portal.wrap_async_context_manager(
-            _agen_cm(self._publisher.astream_events(runnable, input, config, **kwargs))
-        )
-        with cm as agen:
-            while True:
-                try:
-                    yield self._portal.call(agen.__anext__)
-                except StopAsyncIteration:
-                    return
-
-    def callback_handler(self) -> BaseCallbackHandler:
-        """See :meth:`Publisher.callback_handler`; call :meth:`flush` after the run."""
-        return self._publisher.callback_handler()
-
-    def flush(self) -> None:
-        """Block until everything emitted so far is on the broker."""
-        self._call(self._publisher.flush)
-
-
-@contextlib.asynccontextmanager
-async def _agen_cm(agen: Any) -> AsyncIterator[Any]:
-    try:
-        yield agen
-    finally:
-        await agen.aclose()
