@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 import anyio
 
 from . import _langchain
-from ._codec import take_undecodable
 from ._exceptions import (
     ConfigurationError,
     DecodeError,
@@ -24,21 +22,17 @@ from ._exceptions import (
     RunError,
     RunNotFoundError,
     SequenceGapError,
-    SignatureError,
     WorkerLostError,
 )
+from ._inbound import FrameReader
 from ._signing import Keyring, KeysArg, keyring_from
 from ._wire import (
     Cancelled,
-    Envelope,
     Event,
     Failed,
     Heartbeat,
     PartialEnvelope,
     Record,
-    decode_frame,
-    decode_records_partial,
-    skeleton_records,
 )
 from .transports import DeadLetter, Delivery, GroupOptions, Transport, check_name, open_transport
 from .transports import redact_url as _redact
@@ -78,28 +72,6 @@ class SubscriberStats:
 
 # runs whose owner (producer) a group consumer remembers, most recent first
 _GROUP_OWNERS = 10_000
-
-
-class _RejectionLog:
-    """One WARNING per kind of rejection per ``interval`` seconds, with how many were not
-    logged since: hostile traffic must not flood the log (the counters stay exact)."""
-
-    def __init__(self, url: str, interval: float) -> None:
-        self._url = url
-        self._interval = interval
-        self._last: dict[str, float] = {}
-        self._quiet: dict[str, int] = {}
-
-    def __call__(self, kind: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        last = self._last.get(kind)
-        if last is not None and now - last < self._interval:
-            self._quiet[kind] = self._quiet.get(kind, 0) + 1
-            return
-        self._last[kind] = now
-        quiet = self._quiet.pop(kind, 0)
-        more = f" ({quiet} more rejected as {kind} since the last report)" if quiet else ""
-        logger.warning("rejected a message from %s (%s): %s%s", self._url, kind, exc, more)
 
 
 @dataclass(frozen=True)
@@ -233,13 +205,27 @@ class Subscriber:
         self.namespace = namespace
         self.idle_timeout = idle_timeout
         self.start_timeout = start_timeout
-        self.max_frame_bytes = max_frame_bytes
-        self.validate = validate
         self.stats = SubscriberStats()
-        self._logged: set[tuple[str, str]] = set()  # kinds of undecodable values logged
         url, self._keyring = keyring_from(url, keys, None)
-        self._rejected = _RejectionLog(self.url, rejection_log_interval)
+        self._reader = FrameReader(
+            self.url,
+            namespace,
+            stats=self.stats,
+            keyring=self._keyring,
+            max_frame_bytes=max_frame_bytes,
+            validate=validate,
+            log_interval=rejection_log_interval,
+        )
+        self._decode = self._reader.decode
         self._transport: Transport = open_transport(url, namespace, **(transport_options or {}))
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self._reader.max_frame_bytes
+
+    @property
+    def validate(self) -> bool:
+        return self._reader.validate
 
     @property
     def key_ids(self) -> tuple[str, ...]:
@@ -259,128 +245,6 @@ class Subscriber:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
-
-    # -- decoding ----------------------------------------------------------------------
-
-    def _decode(
-        self,
-        data: bytes,
-        run_id: str | None,
-        owner: str | None = None,
-        owners: Mapping[str, str] | None = None,
-    ) -> Envelope:
-        """The frame, its events rebuilt; ``run_id``: the run it must belong to;
-        ``owner``: the producer that must have sent it (the run's own, when known), or
-        ``owners``: those of the runs whose owner is known.
-
-        Raises:
-            DecodeError: the whole frame is rejected (counted in ``stats``, logged at a
-                bounded rate); SignatureError for an unsigned or badly signed one.
-        """
-        try:
-            frame, is_json = decode_frame(data)
-        except DecodeError as exc:
-            self._reject("malformed", exc)
-        if frame.ns != self.namespace or (run_id is not None and frame.run != run_id):
-            self._reject(
-                "foreign",
-                DecodeError(
-                    f"frame of namespace {frame.ns!r}, run {frame.run!r} "
-                    f"in the stream of {self.namespace!r}, {run_id!r}"
-                ),
-            )
-        if self._keyring is not None:
-            try:
-                self._keyring.verify(
-                    frame.kid, frame.mac, frame.ns, frame.run, frame.producer, frame.records
-                )
-            except SignatureError as exc:
-                self._reject(exc.reason, exc)
-        if owners is not None:
-            owner = owners.get(frame.run)
-        if owner is not None and frame.producer != owner:
-            self._reject(
-                "foreign",
-                DecodeError(
-                    f"frame of run {frame.run} from producer {frame.producer!r}, "
-                    f"not from the run's own {owner!r}"
-                ),
-            )
-        if len(data) > self.max_frame_bytes:
-            # rebuilt as placeholders, not refused: refusing would cost the run its
-            # sequence (a gap) or, for a final frame, its end
-            why = (
-                f"<value omitted: its frame of {len(data)} bytes exceeds "
-                f"max_frame_bytes={self.max_frame_bytes}>"
-            )
-            try:
-                records = skeleton_records(frame, is_json, why)
-            except DecodeError as exc:
-                self._reject("malformed", exc)
-            self.stats.oversized += 1
-            self._rejected("oversized", DecodeError(why[1:-1]))
-        else:
-            try:
-                records, lost = decode_records_partial(frame, is_json, self.validate)
-            except DecodeError as exc:
-                take_undecodable()  # (made before the records turned out not to be any)
-                self._reject("malformed", exc)
-            shapeless = [
-                (i, f"record {i}: {reason}")
-                for i, r in enumerate(records)
-                if type(r) is Event and (reason := _langchain.malformed_event(r.event))
-            ]
-            if shapeless:  # lost like a record that did not decode: never handed on
-                dropped = {i for i, _ in shapeless}
-                records = [r for i, r in enumerate(records) if i not in dropped]
-                lost = [*lost, *shapeless]
-            placeholders = take_undecodable()
-            if placeholders:
-                self.stats.undecodable += len(placeholders)
-                for p in placeholders:
-                    self._log_once(
-                        p.type,
-                        p.reason.partition(":")[0],
-                        "a value of type %s could not be rebuilt and arrived as an "
-                        "eventbus.Undecodable (the rest of its event arrived): %s",
-                        p.type,
-                        p.reason,
-                    )
-            if lost:
-                self.stats.lost_records += len(lost)
-                self._log_once(
-                    "record",
-                    frame.run,
-                    "run %s: %d record(s) of a frame could not be decoded (the others arrived): %s",
-                    frame.run,
-                    len(lost),
-                    lost[0][1],
-                )
-                self.stats.frames += 1
-                return PartialEnvelope(
-                    frame.v,
-                    frame.ns,
-                    frame.run,
-                    frame.producer,
-                    records,
-                    frame.kid,
-                    frame.mac,
-                    lost,
-                )
-        self.stats.frames += 1
-        return Envelope(frame.v, frame.ns, frame.run, frame.producer, records, frame.kid, frame.mac)
-
-    def _log_once(self, kind: str, detail: str, message: str, *args: Any) -> None:
-        key = (kind, detail)
-        if key in self._logged or len(self._logged) >= 1000:
-            return
-        self._logged.add(key)
-        logger.warning(message, *args)
-
-    def _reject(self, kind: str, exc: DecodeError) -> NoReturn:
-        setattr(self.stats, kind, getattr(self.stats, kind) + 1)
-        self._rejected(kind, exc)
-        raise exc
 
     # -- following one run -------------------------------------------------------------
 

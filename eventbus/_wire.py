@@ -343,7 +343,7 @@ def decode_envelope(
     data: bytes, *, max_bytes: int, keyring: Keyring | None = None, validate: bool = True
 ) -> Envelope:
     """Decode one frame, its records' events rebuilt into Python values (for tests and
-    tools; subscribers decode in steps, see ``Subscriber._decode``).
+    tools; subscribers decode in steps, see ``eventbus._inbound.FrameReader``).
 
     Raises:
         DecodeError: oversized, malformed, truncated, forged, or a schema version this
