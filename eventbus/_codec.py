@@ -55,8 +55,6 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
-import reprlib
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +81,17 @@ from ._registry import (
     _run_lazy,
     _tag_owners,
     register_type,
+)
+from ._repair import repair_tree
+from ._values import (
+    RemoteException,
+    Undecodable,
+    UnknownType,
+    Unrepresentable,
+    _safe_repr,
+    _safe_str,
+    _undecodable,
+    take_undecodable,
 )
 
 __all__ = [
@@ -115,110 +124,6 @@ _SKIP = frozenset({str, float, bool, _NoneType})  # plain, and nothing to check
 # the most decimal digits of an "int" node: Python's default int <-> str limit
 # (sys.get_int_max_str_digits()), sign not counted; an encoder sends no longer ones
 MAX_INT_DIGITS = 4300
-
-
-@dataclasses.dataclass(frozen=True)
-class Unrepresentable:
-    """Stands in for a value the codec cannot carry (an open file, a client, ...).
-
-    ``type`` is the qualified type name of the original, ``repr`` a bounded ``repr`` of it.
-    """
-
-    type: str
-    repr: str
-
-
-@dataclasses.dataclass(frozen=True)
-class UnknownType:
-    """A typed value whose tag this process does not know (e.g. a type the sender
-    registered and the receiver did not). ``value`` is the decoded payload."""
-
-    tag: str
-    value: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Undecodable(Unrepresentable):
-    """Stands in for a value that arrived but could not be rebuilt here: its payload is
-    malformed, its class' validation refuses it, or it cannot be what it must be (a
-    ``dict`` as a set member or a dict key). The rest of the event is intact.
-
-    ``type`` is the qualified name of the class the value should have been (or its tag),
-    ``repr`` a bounded ``repr`` of what arrived, ``reason`` why it could not be rebuilt.
-    Being an :class:`Unrepresentable`, ``isinstance(x, Unrepresentable)`` finds both kinds
-    of placeholder. Hashable, so it can stand in for a set member or a dict key.
-    """
-
-    reason: str
-
-
-# the placeholders decoding made in this thread, until take_undecodable() collects them
-# (decoding runs inside msgspec's one pass, which has no other channel back)
-_decoded = threading.local()
-
-
-def _undecodable(type_name: str, payload: Any, reason: str) -> Undecodable:
-    made = Undecodable(type_name, _safe_repr(payload), reason)
-    log = getattr(_decoded, "made", None)
-    if log is None:
-        _decoded.made = [made]
-    else:
-        log.append(made)
-    return made
-
-
-def take_undecodable() -> list[Undecodable]:
-    """The :class:`Undecodable` placeholders decoding made in this thread since the last
-    call (a subscriber counts and logs them per frame)."""
-    log: list[Undecodable] | None = getattr(_decoded, "made", None)
-    if not log:
-        return []
-    _decoded.made = None
-    return log
-
-
-class RemoteException(Exception):
-    """An exception object from the other side whose class is not a builtin.
-
-    Equal to another with the same type name, module and args.
-    """
-
-    def __init__(self, type_name: str, module: str, message: str, args: tuple[Any, ...]) -> None:
-        super().__init__(*args)
-        self.type_name = type_name
-        self.module = module
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __repr__(self) -> str:
-        return f"RemoteException({self.module}.{self.type_name}: {self.message!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RemoteException):
-            return NotImplemented
-        return (self.type_name, self.module, self.args) == (
-            other.type_name,
-            other.module,
-            other.args,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.type_name, self.module))
-
-
-_repr = reprlib.Repr()
-_repr.maxstring = 200
-_repr.maxother = 200
-_repr.maxlevel = 3
-
-
-def _safe_repr(value: Any) -> str:
-    try:
-        return _repr.repr(value)
-    except Exception as exc:  # a broken __repr__ must not break the stream
-        return f"<{type(value).__name__} object; repr failed: {type(exc).__name__}>"
 
 
 def placeholder(value: Any) -> Unrepresentable:
@@ -560,74 +465,6 @@ def _ext_node(tag: str, payload: Any, extra: Any, meta: Any = None) -> Any:
         )
 
 
-def _has_surrogates(text: str) -> bool:
-    if text.isascii():
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _str_node(text: str, node: Callable[[str, Any, Any, Any], Any]) -> Any:
-    # a str UTF-8 cannot carry (lone surrogates, e.g. a file name os.listdir decoded with
-    # surrogateescape): its code points, surrogates included, as bytes
-    return node("str", text.encode("utf-8", "surrogatepass"), None, None)
-
-
-def _fix_surrogates(tree: Any, node: Callable[[str, Any, Any, Any], Any]) -> Any:
-    t = type(tree)
-    if t is str:
-        return _str_node(tree, node) if _has_surrogates(tree) else tree
-    if t is list or t is tuple:
-        return t(_fix_surrogates(v, node) for v in tree)
-    if t is dict:
-        if any(type(k) is str and _has_surrogates(k) for k in tree):
-            return node(
-                "dict",
-                [[_fix_surrogates(k, node), _fix_surrogates(v, node)] for k, v in tree.items()],
-                None,
-                None,
-            )
-        return {k: _fix_surrogates(v, node) for k, v in tree.items()}
-    return tree
-
-
-def _salvage(
-    tree: Any, node: Callable[[str, Any, Any, Any], Any], encode: Callable[[Any], bytes]
-) -> Any:
-    try:
-        encode(tree)
-        return tree
-    except Exception as exc:
-        t = type(tree)
-        if t is dict:
-            return {k: _salvage(v, node, encode) for k, v in tree.items()}
-        if t is list or t is tuple:
-            return t(_salvage(v, node, encode) for v in tree)
-        return node(
-            "unrepresentable",
-            [_qualname(t), f"<could not be encoded: {type(exc).__name__}: {_safe_str(exc)}>"],
-            None,
-            None,
-        )
-
-
-def repair_tree(
-    tree: Any, node: Callable[[str, Any, Any, Any], Any], encode: Callable[[Any], bytes]
-) -> Any:
-    """A tree like ``tree`` that ``encode`` accepts (for a tree it refused): strings with
-    lone surrogates as ``str`` nodes (exact), anything else it still refuses replaced by
-    ``unrepresentable`` nodes, value by value. Slow; only for the rare refused tree."""
-    fixed = _fix_surrogates(tree, node)
-    try:
-        encode(fixed)
-        return fixed
-    except Exception:
-        return _salvage(fixed, node, encode)
-
-
 def encode_tree(tree: Any, encode: Callable[[Any], bytes], msgpack: bool = True) -> bytes:
     """``encode(tree)``, or, when it refuses the tree, the encoding of
     :func:`repair_tree`'s repair: it does not raise for a tree a walker made.
@@ -636,13 +473,6 @@ def encode_tree(tree: Any, encode: Callable[[Any], bytes], msgpack: bool = True)
         return encode(tree)
     except Exception:
         return encode(repair_tree(tree, _ext_node if msgpack else _json_node, encode))
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)[:200]
-    except Exception:
-        return "?"
 
 
 to_wire = _make_walker(_json_node)
