@@ -1368,6 +1368,49 @@ def test_record_encoder_writes_the_documented_frame(codec: str) -> None:
     assert decode_envelope(enc.encode_envelope("ns", "run", "p", []), max_bytes=MAX).records == []
 
 
+GOLDEN_RECORDS = [
+    Event(1, 0.5, {"event": "on_custom_event", "data": [1, "x"]}),
+    End(2, 1.0),
+    Failed(3, 1.5, "T", "m", "msg", "tb"),
+    Cancelled(4, 2.0, "why"),
+    Heartbeat(4, 2.5),
+]
+GOLDEN_JSON = [
+    b'{"kind":"event","seq":1,"ts":0.5,"event":{"event":"on_custom_event","data":[1,"x"]}}',
+    b'{"kind":"end","seq":2,"ts":1.0}',
+    b'{"kind":"error","seq":3,"ts":1.5,"type":"T","module":"m","message":"msg","traceback":"tb"}',
+    b'{"kind":"cancelled","seq":4,"ts":2.0,"reason":"why"}',
+    b'{"kind":"heartbeat","seq":4,"ts":2.5}',
+]
+GOLDEN_MSGPACK = [
+    "84a46b696e64a56576656e74a373657101a27473cb3fe0000000000000a56576656e7482a56576656e74af6f6e"
+    "5f637573746f6d5f6576656e74a4646174619201a178",
+    "83a46b696e64a3656e64a373657102a27473cb3ff0000000000000",
+    "87a46b696e64a56572726f72a373657103a27473cb3ff8000000000000a474797065a154a66d6f64756c65a16d"
+    "a76d657373616765a36d7367a974726163656261636ba27462",
+    "84a46b696e64a963616e63656c6c6564a373657104a27473cb4000000000000000a6726561736f6ea3776879",
+    "83a46b696e64a9686561727462656174a373657104a27473cb4004000000000000",
+]
+
+
+def test_records_keep_their_bytes() -> None:
+    """The wire format, byte for byte: maps (not arrays), ``kind`` first, then ``seq`` and
+    ``ts``, then each record's own fields; an unsigned frame has no kid/mac keys."""
+    json_enc, msgpack_enc = RecordEncoder("json"), RecordEncoder("msgpack")
+    assert [json_enc.encode_record(r) for r in GOLDEN_RECORDS] == GOLDEN_JSON
+    assert [msgpack_enc.encode_record(r).hex() for r in GOLDEN_RECORDS] == GOLDEN_MSGPACK
+    head = b'{"v":1,"ns":"ns","run":"run","producer":"p","records":['
+    json_frame = json_enc.encode_envelope("ns", "run", "p", GOLDEN_JSON[:2])
+    assert json_frame == head + b",".join(GOLDEN_JSON[:2]) + b"]}"
+    frame = msgpack_enc.encode_envelope(
+        "ns", "run", "p", [bytes.fromhex(h) for h in GOLDEN_MSGPACK[:2]]
+    )
+    assert frame.hex() == (
+        "85a17601a26e73a26e73a372756ea372756ea870726f6475636572a170a77265636f72647392"
+        + "".join(GOLDEN_MSGPACK[:2])
+    )
+
+
 def test_unknown_codec_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError):
         RecordEncoder("xml")  # type: ignore[arg-type]
