@@ -75,11 +75,11 @@ from ._registry import (
     _lazy_tags,
     _model_decoders,
     _model_meta,
-    _qualname,
     _Reduced,
     _reducers,
     _run_lazy,
     _tag_owners,
+    qualname,
     register_type,
 )
 from ._repair import repair_tree
@@ -128,7 +128,7 @@ MAX_INT_DIGITS = 4300
 
 def placeholder(value: Any) -> Unrepresentable:
     """The :class:`Unrepresentable` that stands in for ``value``."""
-    return Unrepresentable(_qualname(type(value)), _safe_repr(value))
+    return Unrepresentable(qualname(type(value)), _safe_repr(value))
 
 
 def builtin_exception(name: str) -> type[BaseException]:
@@ -189,7 +189,7 @@ def _reduce_other(value: Any) -> Any:
 
 
 def _placeholder(value: Any) -> _Reduced:
-    return _Reduced("unrepresentable", [_qualname(type(value)), _safe_repr(value)])
+    return _Reduced("unrepresentable", [qualname(type(value)), _safe_repr(value)])
 
 
 def _reduce_exception(exc: BaseException) -> _Reduced:
@@ -495,7 +495,7 @@ def _cut_cycles(value: Any, active: set[int]) -> Any:
         return value
     key = id(value)
     if key in active or len(active) >= _MAX_DEPTH:
-        return Unrepresentable(_qualname(t), "<cycle or nesting too deep>")
+        return Unrepresentable(qualname(t), "<cycle or nesting too deep>")
     active.add(key)
     try:
         if t is dict:
@@ -511,7 +511,7 @@ def _cut_cycles(value: Any, active: set[int]) -> Any:
 
 def _type_name(tag: str) -> str:
     owner = _tag_owners.get(tag)
-    return tag if owner is None else _qualname(owner)
+    return tag if owner is None else qualname(owner)
 
 
 def _decode_node(tag: Any, payload: Any, extra: Any, meta: Any, validate: bool) -> Any:
@@ -646,7 +646,7 @@ def _hashable(value: Any, where: str) -> Any:
         return value
     except Exception:
         return _undecodable(
-            _qualname(type(value)),
+            qualname(type(value)),
             value,
             f"a {type(value).__name__} cannot be a {where} (unregistered models and "
             "dataclasses arrive as dicts)",

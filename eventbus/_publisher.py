@@ -30,6 +30,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
 from . import _langchain
 from ._exceptions import ConfigurationError, EventbusError, PublishError, TransportError
+from ._langchain import StreamEvent
 from ._records import failure_record, shrink, tree_by_key
 from ._signing import Keyring, KeysArg, keyring_from
 from ._wire import Cancelled, Codec, End, Failed, Heartbeat, RecordEncoder
@@ -39,7 +40,6 @@ __all__ = ["Publisher", "PublisherStats"]
 
 logger = logging.getLogger("eventbus")
 
-StreamEvent = dict[str, Any]
 
 # the writer lingers (see Publisher's ``linger``) while records arrive faster than this
 # (per second, over windows of _RATE_WINDOW seconds): a streaming LLM run emits 3-10k/s,

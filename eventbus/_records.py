@@ -8,6 +8,7 @@ import traceback
 from typing import Any
 
 from ._codec import Unrepresentable
+from ._registry import qualname
 from ._wire import Failed
 
 __all__ = ["failure_record", "shrink", "tree_by_key"]
@@ -48,7 +49,9 @@ def tree_by_key(to_tree: Any, event: Any) -> Any:
         try:
             return to_tree(value)
         except Exception as exc:
-            return to_tree(Unrepresentable(_type_name(value), f"<could not be encoded: {exc!r}>"))
+            return to_tree(
+                Unrepresentable(qualname(type(value)), f"<could not be encoded: {exc!r}>")
+            )
 
     if type(event) is not dict:
         return one(event)
@@ -59,11 +62,6 @@ def tree_by_key(to_tree: Any, event: Any) -> Any:
         else:
             tree[key] = one(value)
     return tree
-
-
-def _type_name(value: Any) -> str:
-    cls = type(value)
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _safe_str(exc: BaseException) -> str:

@@ -20,7 +20,8 @@ from ._exceptions import ConfigurationError, DecodeError
 __all__ = ["register_builtin", "register_lazily", "register_type"]
 
 
-def _qualname(cls: type) -> str:
+def qualname(cls: type) -> str:
+    """``module.QualName`` of ``cls``."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
@@ -302,8 +303,7 @@ def _register(
         _register_str_subclass(cls, tag)
     else:
         raise ConfigurationError(
-            f"{_qualname(cls)} is neither a pydantic model nor a dataclass: "
-            "pass encode= and decode="
+            f"{qualname(cls)} is neither a pydantic model nor a dataclass: pass encode= and decode="
         )
 
 

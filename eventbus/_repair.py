@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._registry import _qualname
+from ._registry import qualname
 from ._values import _safe_str
 
 __all__ = ["repair_tree"]
@@ -62,7 +62,7 @@ def _salvage(tree: Any, node: Node, encode: Callable[[Any], bytes]) -> Any:
             return t(_salvage(v, node, encode) for v in tree)
         return node(
             "unrepresentable",
-            [_qualname(t), f"<could not be encoded: {type(exc).__name__}: {_safe_str(exc)}>"],
+            [qualname(t), f"<could not be encoded: {type(exc).__name__}: {_safe_str(exc)}>"],
             None,
             None,
         )

@@ -25,6 +25,7 @@ from ._exceptions import (
     WorkerLostError,
 )
 from ._inbound import FrameReader
+from ._langchain import StreamEvent
 from ._signing import Keyring, KeysArg, keyring_from
 from ._wire import (
     Cancelled,
@@ -40,8 +41,6 @@ from .transports import redact_url as _redact
 __all__ = ["FollowItem", "Message", "Subscriber", "SubscriberStats"]
 
 logger = logging.getLogger("eventbus")
-
-StreamEvent = dict[str, Any]
 
 
 @dataclass

@@ -13,7 +13,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from ._exceptions import PublishError
-from ._publisher import Publisher, PublisherStats, StreamEvent
+from ._langchain import StreamEvent
+from ._publisher import Publisher, PublisherStats
 
 __all__ = ["SyncPublisher"]
 

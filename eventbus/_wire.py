@@ -45,7 +45,6 @@ __all__ = [
     "RecordEncoder",
     "decode_envelope",
     "decode_frame",
-    "decode_records",
     "encode_envelope",
     "skeleton_records",
 ]
@@ -243,23 +242,14 @@ def decode_frame(data: bytes) -> tuple[Frame, bool]:
     return frame, is_json
 
 
-def decode_records(frame: Frame, is_json: bool, validate: bool = True) -> list[Record]:
-    """The frame's records, their events rebuilt into Python values; a value that cannot
-    be rebuilt becomes an ``eventbus.Undecodable`` in its place (see
-    ``eventbus._codec.take_undecodable``). ``validate``: rebuilt pydantic models must pass
-    their class' validation (False: trusted frames, skip it).
-
-    Raises:
-        DecodeError: the records are not an array of records at all.
-    """
-    return decode_records_partial(frame, is_json, validate)[0]
-
-
 def decode_records_partial(
     frame: Frame, is_json: bool, validate: bool = True
 ) -> tuple[list[Record], list[tuple[int, str]]]:
-    """:func:`decode_records`, and the records that could not be decoded (forged or
-    corrupted bytes): their index in the frame and why. The others are decoded.
+    """The frame's records, their events rebuilt into Python values (a value that cannot
+    be rebuilt becomes an ``eventbus.Undecodable`` in its place: see
+    ``eventbus._codec.take_undecodable``), and the records that could not be decoded
+    (forged or corrupted bytes): their index in the frame and why. ``validate``: rebuilt
+    pydantic models must pass their class' validation (False: trusted frames, skip it).
 
     Raises:
         DecodeError: the records are not an array at all.
