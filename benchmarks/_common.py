@@ -374,6 +374,53 @@ def progress_graph(steps: int) -> Any:
     return graph.compile()
 
 
+def token_graph(tokens: int, progress_every: int = 10) -> Any:
+    """What LangGraph apps run: a graph whose ``agent`` node streams ``tokens`` tokens from a
+    chat model (``NativeFakeChat``) and writes a progress update through
+    ``get_stream_writer()`` every ``progress_every`` tokens, then a ``finish`` node. Run it
+    with ``stream_mode=TOKEN_GRAPH_MODES``: each token is two events
+    (``on_chat_model_stream`` and the root's ``on_chain_stream`` carrying
+    ``("messages", (chunk, metadata))``), plus a custom event every ``progress_every``."""
+    from typing import Annotated, TypedDict
+
+    from langgraph.config import get_stream_writer
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.graph.message import add_messages
+
+    model = NativeFakeChat(tokens=tokens)
+
+    # the functional form: its annotations are values (this module's are strings, which
+    # LangGraph could not resolve for a class local to a function)
+    State = TypedDict(  # type: ignore[misc]  # noqa: UP013
+        "State", {"messages": Annotated[list[BaseMessage], add_messages], "done": bool}
+    )
+
+    async def agent(state: State) -> dict[str, Any]:
+        writer = get_stream_writer()
+        full: Any = None
+        i = 0
+        async for chunk in model.astream(state["messages"]):
+            full = chunk if full is None else full + chunk
+            i += 1
+            if i % progress_every == 0:
+                writer({"type": "progress", "tokens": i, "total": tokens})
+        return {"messages": [full]}
+
+    async def finish(state: State) -> dict[str, Any]:
+        return {"done": True}
+
+    graph = StateGraph(State)
+    graph.add_node("agent", agent)
+    graph.add_node("finish", finish)
+    graph.add_edge(START, "agent")
+    graph.add_edge("agent", "finish")
+    graph.add_edge("finish", END)
+    return graph.compile()
+
+
+TOKEN_GRAPH_MODES = ["messages", "updates", "custom"]
+
+
 def machine_description() -> dict[str, Any]:
     """What this machine is (for BENCHMARKS.md and every result file)."""
     import platform

@@ -73,10 +73,10 @@ async def _eventbus(url: str, ns: str, names: list[str]) -> list[dict[str, Any]]
             async with contextlib.aclosing(sub.follow(run_id)) as items:
                 async for item in items:
                     now = time.time_ns()
-                    data = item.event.get("data")
-                    if item.event.get("event") == "on_custom_event" and isinstance(data, dict):
-                        deltas.append(now - data["t_ns"])
-                        stamps.append(data["t_ns"])
+                    stamp = (item.event.get("metadata") or {}).get("t_ns")
+                    if isinstance(stamp, int):
+                        deltas.append(now - stamp)
+                        stamps.append(stamp)
             out.append(_summary(deltas, stamps))
     return out
 

@@ -2,13 +2,15 @@
 
     python -m benchmarks latency [--quick]
 
-At 100, 1,000 and 10,000 events/s (quick: 1,000 only, short runs), the publisher stamps
-into a custom event (``on_custom_event`` with ``data={"t_ns": ...}``) the wall-clock time
-the event was **due** by the schedule (start + i / rate), not the time it was actually
-sent: a publisher that falls behind makes its later events late, and that delay is counted
-(no coordinated omission). A row whose achieved rate fell short of the target rate by
-more than 5% is flagged and not judged. It hands the event to eventbus
-(``Publisher._emit_event``, the path every event of
+At 100, 1,000 and 10,000 events/s (quick: 1,000 only, short runs), eventbus publishes the
+events of a LangGraph run streaming tokens (``token_graph``: ``on_chat_model_stream``, the
+root's ``on_chain_stream`` in messages/updates/custom mode, ~0.8 KB each), recorded once
+and cycled, one per tick; the publisher stamps into each event's metadata
+(``metadata["t_ns"]``) the wall-clock time the event was **due** by the schedule (start +
+i / rate), not the time it was actually sent: a publisher that falls behind makes its
+later events late, and that delay is counted (no coordinated omission). A row whose
+achieved rate fell short of the target rate by more than 5% is flagged and not judged. It
+hands the event to eventbus (``Publisher._emit_event``, the path every event of
 ``Publisher.run`` takes: encode, buffer, the writer's linger, the broker round trip), and
 a follower process (``benchmarks._latency_follower``, ``Subscriber.follow``) computes the
 delta when the event is yielded to it, rebuilt. LangChain's own callback latency is not
@@ -43,6 +45,7 @@ from typing import Any
 from ._common import (
     AMQP_URL,
     REDIS_URL,
+    TOKEN_GRAPH_MODES,
     URLS,
     Row,
     cleanup,
@@ -51,6 +54,7 @@ from ._common import (
     fresh,
     md_table,
     note,
+    token_graph,
     unavailable,
 )
 
@@ -127,6 +131,19 @@ class _Child:
                 self.proc.kill()
 
 
+async def _graph_events() -> list[dict[str, Any]]:
+    """The events of a LangGraph run streaming tokens (``token_graph``, messages + updates
+    + custom), recorded once: what eventbus publishes, cycled, one per tick."""
+    from langchain_core.messages import HumanMessage
+
+    graph = token_graph(100)
+    inp = {"messages": [HumanMessage("hi")], "done": False}
+    return [
+        event
+        async for event in graph.astream_events(inp, version="v2", stream_mode=TOKEN_GRAPH_MODES)
+    ]
+
+
 async def _run(quick: bool) -> list[Row]:
     from eventbus import Publisher
 
@@ -156,6 +173,7 @@ async def _run(quick: bool) -> list[Row]:
             names[m] = [str(uuid.uuid4()) for _ in runs]
         else:
             names[m] = [f"{ns[m]}-{i}" for i in range(len(runs))]
+    workload = await _graph_events()
     children: dict[str, _Child] = {}
     pubs: dict[str, Any] = {}
     achieved: dict[tuple[str, int], list[float]] = {}
@@ -220,21 +238,10 @@ async def _run(quick: bool) -> list[Row]:
                         pub = pubs[m]
                         run = pub._open_run(name)
 
-                        async def send(
-                            i: int, due_ns: int, pub: Any = pub, run: Any = run, rid: str = name
-                        ) -> None:
-                            pub._emit_event(
-                                run,
-                                {
-                                    "event": "on_custom_event",
-                                    "name": "latency",
-                                    "run_id": rid,
-                                    "tags": [],
-                                    "metadata": {},
-                                    "data": {"t_ns": due_ns, "i": i},
-                                    "parent_ids": [],
-                                },
-                            )
+                        async def send(i: int, due_ns: int, pub: Any = pub, run: Any = run) -> None:
+                            event = workload[i % len(workload)]
+                            stamped = {**event, "metadata": {**event["metadata"], "t_ns": due_ns}}
+                            pub._emit_event(run, stamped)
                             if pub._buffered > pub._max_buffer_bytes:
                                 await pub._backpressure()
 

@@ -3,8 +3,12 @@
     python -m benchmarks overhead [--quick]
 
 Workloads: ``prompt | NativeFakeChat | StrOutputParser`` streaming 1,000 and 10,000 tokens
-(~3 events per token; quick: 1,000 only), and a two-node LangGraph graph whose node writes
-progress updates through ``get_stream_writer()`` (run with ``stream_mode="custom"``).
+(~3 events per token; quick: 1,000 only); what LangGraph apps run, a graph whose node
+streams 2,000 tokens (quick: 500) from the same chat model and writes a progress update
+through ``get_stream_writer()`` every 10 tokens, run with ``stream_mode=["messages",
+"updates", "custom"]`` (two events per token: ``on_chat_model_stream`` and the root's
+``on_chain_stream`` with ``("messages", (chunk, metadata))``); and a two-node graph whose
+node writes progress updates only (run with ``stream_mode="custom"``).
 
 Modes, interleaved repetition by repetition in one process:
 
@@ -22,18 +26,33 @@ Wall is ``perf_counter``, CPU is ``process_time`` (the whole process: the run, t
 publisher's writer task and the broker client). "added µs/event" is the median wall
 (or CPU) difference to the baseline divided by the number of events.
 
+"CPU ratio" is the median CPU over the baseline's median. "instructions/event" is what
+callgrind counts for one run of the workload per mode in a child process
+(``benchmarks._callgrind``: the whole process, the broker client included, the broker
+not), and its ratio to the local run's: stable where the CPU figures of this shared
+machine are not (full runs only: a callgrind run takes minutes). "bytes/event": on the
+baseline's row, each event's record as the publisher encodes it (mean over every event,
+and over the ``*_stream`` events); on eventbus rows, the frames as sent (envelopes
+included) per event.
+
 Where the added time goes: ``python -m benchmarks._profile run`` (cProfile, per event).
-Instruction counts (callgrind) are not quoted here: this suite does not produce them, and
-a figure the code does not produce goes stale unnoticed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 import uuid
 from typing import Any
 
+from langchain_core.messages import HumanMessage
+
+from eventbus._wire import RecordEncoder
+
+from . import _callgrind
 from ._common import (
+    TOKEN_GRAPH_MODES,
     URLS,
     Case,
     Row,
@@ -47,6 +66,7 @@ from ._common import (
     progress_graph,
     spread,
     streaming_chain,
+    token_graph,
     unavailable,
 )
 from .publish import model_dump_encoder
@@ -61,6 +81,16 @@ async def _workloads(quick: bool) -> list[tuple[str, Any, Any, dict[str, Any], i
     ]
     if not quick:
         out.append(("chain 10k tokens", streaming_chain(10_000), {"q": "hi"}, {}, 4))
+    tokens = 500 if quick else 2000
+    out.append(
+        (
+            f"graph {tokens:,} tokens, messages+updates+custom",
+            token_graph(tokens),
+            {"messages": [HumanMessage("hi")], "done": False},
+            {"stream_mode": TOKEN_GRAPH_MODES},
+            3 if quick else 5,
+        )
+    )
     steps = 2000 if quick else 5000
     out.append(
         (
@@ -80,10 +110,18 @@ async def _measure(workload: tuple[str, Any, Any, dict[str, Any], int], quick: b
     from eventbus import Publisher
 
     name, runnable, inp, kwargs, repeats = workload
-    # the number of events of one run (the same in every mode)
+    # the number of events of one run (the same in every mode), and what each record is
+    # on the wire (encoded when it happens, as the publisher does)
+    encoder = RecordEncoder()
     events = 0
-    async for _ in runnable.astream_events(inp, version="v2", **kwargs):
+    record_bytes: list[int] = []
+    stream_bytes: list[int] = []
+    async for event in runnable.astream_events(inp, version="v2", **kwargs):
         events += 1
+        size = len(encoder.encode_event(events, 0.0, encoder.to_tree(event)))
+        record_bytes.append(size)
+        if event["event"].endswith("_stream"):
+            stream_bytes.append(size)
 
     cases: list[Case] = []
 
@@ -96,6 +134,7 @@ async def _measure(workload: tuple[str, Any, Any, dict[str, Any], int], quick: b
     cases.append(Case("local astream_events (baseline)", local, {"broker": "-"}))
 
     namespaces: dict[str, str] = {}
+    holders: dict[str, dict[str, Any]] = {}
     # (broker, signed): signed frames on memory show the cost of signing alone
     for broker, signed in (
         ("memory", False),
@@ -124,10 +163,14 @@ async def _measure(workload: tuple[str, Any, Any, dict[str, Any], int], quick: b
 
             async def teardown() -> None:
                 if "pub" in holder:
+                    stats = holder["pub"].stats
+                    # frames as sent (envelopes included), over every repetition
+                    holder["wire_bytes_per_event"] = stats.bytes / max(1, stats.events)
                     await holder["pub"].aclose()
 
             return setup, once, teardown
 
+        holders[broker + (" signed" if signed else "")] = holder
         eb_setup, eb_once, eb_teardown = make()
         label = f"{broker}, signed frames" if signed else broker
         case = Case(
@@ -196,6 +239,15 @@ async def _measure(workload: tuple[str, Any, Any, dict[str, Any], int], quick: b
         row = case_row(case)
         row["workload"] = name
         row["events"] = events
+        if case is cases[0]:
+            row["record_bytes_per_event"] = sum(record_bytes) / max(1, len(record_bytes))
+            if stream_bytes:
+                row["stream_record_bytes"] = sum(stream_bytes) / len(stream_bytes)
+        elif case.name.startswith("eventbus"):
+            key = case.labels["broker"] + (" signed" if case.labels["signed"] == "True" else "")
+            wire = holders.get(key, {}).get("wire_bytes_per_event")
+            if wire is not None:
+                row["wire_bytes_per_event"] = wire
         if case.samples.get("wall") and b_wall:
             wall = statistics.median(case.samples["wall"])
             cpu = statistics.median(case.samples["cpu"])
@@ -221,6 +273,51 @@ async def _measure(workload: tuple[str, Any, Any, dict[str, Any], int], quick: b
     return rows
 
 
+# (workload of _callgrind, tokens) per workload name prefix: the ones counted by callgrind
+_COUNTED = {"chain 1k tokens": ("chain", 1000), "graph 2,000 tokens": ("graph", 2000)}
+
+
+def _callgrind_rows(rows: list[Row], quick: bool) -> None:
+    """Instructions per event (one run per mode under callgrind, in a child process) next
+    to the ratios: the local baseline's row gets ``instr_per_event``, each eventbus row
+    (unsigned) its own and ``instr_ratio``, the ratio to local."""
+    why = _callgrind.why_not()
+    if quick and not os.environ.get("EVENTBUS_BENCH_CALLGRIND"):
+        why = "quick run: not counted"
+    for prefix, (workload, tokens) in _COUNTED.items():
+        mine = [r for r in rows if str(r.get("workload", "")).startswith(prefix)]
+        if not mine:
+            continue
+        modes = ["local"] + [
+            r["broker"]
+            for r in mine
+            if r.get("case", "").startswith("eventbus")
+            and r.get("signed") == "False"
+            and not r.get("skipped")
+            and not r.get("error")
+        ]
+        counts: dict[str, Any] = {}
+        error = why
+        if error is None:
+            try:
+                counts = _callgrind.run(workload, tokens, modes)
+            except Exception as exc:
+                error = f"callgrind: {exc!r}"[:300]
+        local = counts.get("local", {}).get("instructions_per_event")
+        for r in mine:
+            if error is not None:
+                r["callgrind"] = error
+                continue
+            mode = "local" if r.get("broker") == "-" else r.get("broker")
+            if r.get("signed") == "True" or mode not in counts:
+                continue
+            c = counts[mode]
+            r["instr_per_event"] = c.get("instructions_per_event")
+            r["instr_hot"] = c.get("hot", {})
+            if local and r["instr_per_event"] and mode != "local":
+                r["instr_ratio"] = r["instr_per_event"] / local
+
+
 async def _run(quick: bool) -> list[Row]:
     rows: list[Row] = []
     for workload in await _workloads(quick):
@@ -228,12 +325,11 @@ async def _run(quick: bool) -> list[Row]:
             rows += await _measure(workload, quick)
         except Exception as exc:  # the workload itself broke: one error row
             rows.append({"workload": workload[0], "case": "-", "error": repr(exc)[:300]})
+    await asyncio.to_thread(_callgrind_rows, rows, quick)
     return rows
 
 
 def run(quick: bool = False) -> list[Row]:
-    import asyncio
-
     return asyncio.run(_run(quick))
 
 
@@ -248,6 +344,9 @@ def table(results: list[Row]) -> str:
         "added wall µs/event",
         "added CPU µs/event",
         "wall ratio (min\u2013max)",
+        "CPU ratio",
+        "instructions/event (ratio)",
+        "bytes/event",
         "target",
         "note",
     ]
@@ -271,8 +370,33 @@ def table(results: list[Row]) -> str:
                 fmt(r.get("added_wall_us_per_event")),
                 fmt(r.get("added_cpu_us_per_event")),
                 ratio,
+                fmt(r.get("cpu_ratio"), 3),
+                _instr(r),
+                _bytes(r),
                 target,
                 note(r),
             ]
         )
     return md_table(headers, lines)
+
+
+def _instr(r: Row) -> str:
+    if r.get("instr_per_event") is None:
+        return str(r.get("callgrind", ""))
+    text = f"{r['instr_per_event'] / 1000:,.0f}k"
+    if "instr_ratio" in r:
+        text += f" ({r['instr_ratio']:.3f})"
+    return text
+
+
+def _bytes(r: Row) -> str:
+    """Records as encoded (the baseline's row: every event, and its stream events), or
+    the frames as sent per event (envelopes included)."""
+    if "record_bytes_per_event" in r:
+        text = f"records {r['record_bytes_per_event']:.0f}"
+        if "stream_record_bytes" in r:
+            text += f"; stream events {r['stream_record_bytes']:.0f}"
+        return text
+    if "wire_bytes_per_event" in r:
+        return f"wire {r['wire_bytes_per_event']:.0f}"
+    return ""
