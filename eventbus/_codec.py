@@ -214,74 +214,6 @@ def _reduce_big_int(value: int) -> _Reduced:
     return _Reduced("unrepresentable", ["builtins.int", f"<int of about {digits} digits>"])
 
 
-def _fingerprint(d: dict[Any, Any]) -> tuple[Any, ...] | None:
-    """What tells that ``d`` still holds what it held now, when its values are immutable
-    (str, numbers, None, tuples of str) or flat containers of such (a dict or list of
-    them, as LangChain's ``lc_versions`` or a message's ``response_metadata``): per entry
-    its key, its value and, for a container, the container's items. None: something else
-    (a value that can change unseen), so that ``d`` is walked every time.
-
-    (The fingerprint holds the values, so no other object can take their ids meanwhile.)"""
-    out: list[Any] = []
-    for k, v in d.items():
-        tv = type(v)
-        inner: Any = None
-        if tv in _SKIP or tv is int:
-            pass
-        elif tv is tuple:
-            for x in v:
-                if type(x) is not str:
-                    return None
-        elif tv is dict:
-            items = []
-            for kk, vv in v.items():
-                if type(vv) not in _PLAIN:
-                    return None
-                items.append(kk)
-                items.append(vv)
-            inner = tuple(items)
-        elif tv is list:
-            for x in v:
-                if type(x) not in _PLAIN:
-                    return None
-            inner = tuple(v)
-        else:
-            return None
-        out.append(k)
-        out.append(v)
-        out.append(inner)
-    return tuple(out)
-
-
-def _unchanged(d: dict[Any, Any], fp: tuple[Any, ...]) -> bool:
-    """Whether ``d`` holds what it held when :func:`_fingerprint` made ``fp`` (the same
-    keys, the very same value objects, their containers' items the same objects)."""
-    if len(d) * 3 != len(fp):
-        return False
-    i = 0
-    for k, v in d.items():
-        if v is not fp[i + 1] or k != fp[i]:
-            return False
-        inner = fp[i + 2]
-        if inner is not None:
-            if type(v) is dict:
-                if len(v) * 2 != len(inner):
-                    return False
-                j = 0
-                for kk, vv in v.items():
-                    if vv is not inner[j + 1] or kk != inner[j]:
-                        return False
-                    j += 2
-            else:
-                if len(v) != len(inner):
-                    return False
-                for j in range(len(v)):
-                    if v[j] is not inner[j]:
-                        return False
-        i += 3
-    return True
-
-
 def _make_walker(
     node: Callable[[str, Any, Any, Any], Any], *, immutable_nodes: bool = False
 ) -> Callable[[Any], Any]:
@@ -295,11 +227,6 @@ def _make_walker(
     # exact type -> a function making its node directly (the hot types; filled lazily)
     fast: dict[type, Callable[[Any], Any]] = {}
     tuple_nodes: dict[tuple[str, ...], Any] = {}
-    # the node of a model while it is unchanged (immutable nodes only): LangGraph's
-    # messages mode hands the same chunk object to two events of each token
-    # (on_chat_model_stream, then the root's on_chain_stream), so it is walked and encoded
-    # once; an entry holds the model, so no other object can take its id meanwhile
-    model_nodes: dict[int, tuple[Any, tuple[Any, ...], int, Any]] = {}
     # containers being walked: compiled (see hatch_build.py), these functions call each
     # other without CPython's recursion check, so a cycle would overflow the C stack
     # instead of raising RecursionError
@@ -345,29 +272,13 @@ def _make_walker(
         def pydantic_node(obj: Any) -> Any:
             extra = obj.__pydantic_extra__
             values = obj.__dict__
-            if immutable_nodes and not extra and not obj.__pydantic_private__:
-                hit = model_nodes.get(id(obj))
-                if (
-                    hit is not None
-                    and hit[0] is obj
-                    and hit[2] == len(obj.__pydantic_fields_set__)
-                    and _unchanged(values, hit[1])
-                ):
-                    return hit[3]
             meta = _model_meta(obj, values, extra)
-            made = node(
+            return node(
                 tag,
                 walk_dict(values),
                 walk_dict(extra) if extra else None,
                 None if meta is None else walk_dict(meta),
             )
-            if immutable_nodes and not extra and not obj.__pydantic_private__:
-                fp = _fingerprint(values)
-                if fp is not None:
-                    if len(model_nodes) >= 256:
-                        model_nodes.clear()
-                    model_nodes[id(obj)] = (obj, fp, len(obj.__pydantic_fields_set__), made)
-            return made
 
         made = fast[t] = str_node if is_str else pydantic_node
         return made
@@ -460,8 +371,7 @@ def _make_walker(
                 if tv is dict:
                     if not v:
                         continue
-                    # (LangGraph's messages mode: (chunk, metadata), the same dict per token)
-                    w = walk_metadata(v) if immutable_nodes else walk_dict(v)
+                    w = walk_dict(v)
                 elif tv is list:
                     if not v:
                         continue
@@ -489,22 +399,32 @@ def _make_walker(
         return walk_safely
 
     # LangChain hands every event of a run the same metadata dict object. The tree of such
-    # a dict, when it holds only immutable values or flat containers of them (see
-    # _fingerprint), is kept with its fingerprint: while that holds, so does the tree.
-    flat_trees: dict[int, tuple[dict[Any, Any], tuple[Any, ...], Any]] = {}
+    # a dict, when it holds only immutable values (str, numbers, None, tuples of str), is
+    # kept with its keys and the ids of its values: while those are the same, so is the
+    # tree. (An entry holds the values, so no other object can take their ids meanwhile.)
+    flat_trees: dict[int, tuple[dict[Any, Any], tuple[Any, ...], tuple[Any, ...], Any]] = {}
 
     def walk_metadata(d: dict[Any, Any]) -> Any:
         # (an entry holds d itself: while it lives, no other dict can have d's id)
         hit = flat_trees.get(id(d))
-        if hit is not None and hit[0] is d and _unchanged(d, hit[1]):
-            return hit[2]
+        if hit is not None and len(d) == len(hit[1]):
+            keys, values = hit[1], hit[2]
+            for i, (k, v) in enumerate(d.items()):  # (compiled: a C loop, no tuples)
+                if v is not values[i] or k != keys[i]:
+                    break
+            else:
+                return hit[3]
         tree = walk_dict(d)
-        fp = _fingerprint(d)
-        if fp is None:
+        for v in d.values():
+            tv = type(v)
+            if tv in _SKIP or (tv is int and _INT_MIN <= v <= _INT_MAX):
+                continue
+            if tv is tuple and all(type(x) is str for x in v):
+                continue
             return tree  # a mutable or odd value: walked every time
         if len(flat_trees) >= 1024:
             flat_trees.clear()
-        flat_trees[id(d)] = (d, fp, tree)
+        flat_trees[id(d)] = (d, tuple(d), tuple(d.values()), tree)
         return tree
 
     def walk_event(event: Any) -> Any:

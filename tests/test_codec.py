@@ -13,7 +13,6 @@ from __future__ import annotations
 import builtins
 import collections
 import contextlib
-import copy
 import dataclasses
 import datetime as dt
 import decimal
@@ -291,46 +290,6 @@ def test_a_runs_metadata_is_walked_again_whenever_it_changes() -> None:
     assert_same(sent(), meta)
     meta.clear()
     assert_same(sent(), meta)
-
-
-def test_a_model_shared_by_events_is_walked_again_whenever_it_changes() -> None:
-    # publishers reuse the node of a model seen before while it is unchanged (LangGraph's
-    # messages mode hands the same chunk to two events of a token): any change to it, in
-    # place or not, must show in the next event
-    chunk = messages.AIMessageChunk(content="hi", id="c1", response_metadata={"a": 1})
-    nested = {"lc_versions": {"core": "1"}, "step": 1}
-    event = {"event": "on_chain_stream", "data": {"chunk": ("messages", (chunk, nested))}}
-
-    def sent() -> Any:
-        return via_msgpack(event)["data"]["chunk"]
-
-    def want() -> Any:
-        return ("messages", (chunk.model_copy(deep=True), copy.deepcopy(nested)))
-
-    assert_same(sent(), want())
-    # unchanged: the very same node (walked and encoded once)
-    assert to_msgpack_tree(chunk) is to_msgpack_tree(chunk)
-    chunk.response_metadata["a"] = 2  # in place, in a flat container
-    assert_same(sent(), want())
-    chunk.response_metadata["b"] = None
-    assert_same(sent(), want())
-    chunk.content = "hi"  # an equal value, but now explicitly set
-    chunk.id = "c2"
-    assert_same(sent(), want())
-    chunk.tool_call_chunks.append(  # a dict in a list: not flat, walked every time
-        {"name": "t", "args": "{}", "id": "1", "index": 0, "type": "tool_call_chunk"}
-    )
-    assert_same(sent(), want())
-    assert_same(sent(), want())
-    nested["lc_versions"]["core"] = "2"  # the dict in the tuple: a flat container in it
-    assert_same(sent(), want())
-    nested["lc_versions"]["other"] = "x"
-    assert_same(sent(), want())
-    assert_same(via_msgpack(chunk).model_fields_set, chunk.model_fields_set)
-    fresh = messages.AIMessageChunk(content="hi", id="c1")
-    assert_same(via_msgpack(fresh).model_fields_set, fresh.model_fields_set)
-    fresh.name = None  # model_fields_set grows with the same value object
-    assert_same(via_msgpack(fresh).model_fields_set, fresh.model_fields_set)
 
 
 def test_nan_round_trips_through_msgpack() -> None:
