@@ -348,7 +348,6 @@ def progress_graph(steps: int) -> Any:
     from typing import TypedDict
 
     from langgraph.config import get_stream_writer
-    from langgraph.graph import END, START, StateGraph
 
     class State(TypedDict):
         n: int
@@ -362,14 +361,21 @@ def progress_graph(steps: int) -> Any:
                 await asyncio.sleep(0)  # a real node awaits I/O now and then
         return {"n": steps}
 
-    async def finish(state: State) -> dict[str, Any]:
+    return _then_finish(State, "index", index)
+
+
+def _then_finish(state: Any, name: str, node: Any) -> Any:
+    """A compiled graph: START -> ``node`` -> a ``finish`` node that sets ``done`` -> END."""
+    from langgraph.graph import END, START, StateGraph
+
+    async def finish(state: Any) -> dict[str, Any]:
         return {"done": True}
 
-    graph = StateGraph(State)
-    graph.add_node("index", index)
+    graph = StateGraph(state)
+    graph.add_node(name, node)
     graph.add_node("finish", finish)
-    graph.add_edge(START, "index")
-    graph.add_edge("index", "finish")
+    graph.add_edge(START, name)
+    graph.add_edge(name, "finish")
     graph.add_edge("finish", END)
     return graph.compile()
 
@@ -384,7 +390,6 @@ def token_graph(tokens: int, progress_every: int = 10) -> Any:
     from typing import Annotated, TypedDict
 
     from langgraph.config import get_stream_writer
-    from langgraph.graph import END, START, StateGraph
     from langgraph.graph.message import add_messages
 
     model = NativeFakeChat(tokens=tokens)
@@ -406,16 +411,7 @@ def token_graph(tokens: int, progress_every: int = 10) -> Any:
                 writer({"type": "progress", "tokens": i, "total": tokens})
         return {"messages": [full]}
 
-    async def finish(state: State) -> dict[str, Any]:
-        return {"done": True}
-
-    graph = StateGraph(State)
-    graph.add_node("agent", agent)
-    graph.add_node("finish", finish)
-    graph.add_edge(START, "agent")
-    graph.add_edge("agent", "finish")
-    graph.add_edge("finish", END)
-    return graph.compile()
+    return _then_finish(State, "agent", agent)
 
 
 TOKEN_GRAPH_MODES = ["messages", "updates", "custom"]
