@@ -11,7 +11,10 @@ broker client; not the broker) per event, and, per mode, the inclusive instructi
 the hot C-level functions (the compiled codec, msgspec) from ``callgrind_annotate``.
 
 Modes: ``local`` (iterate ``astream_events(version="v2")``), ``memory``, ``redis``,
-``rabbitmq`` (``Publisher.run``, connected once before).
+``rabbitmq`` (``Publisher.run``, connected once before); for diagnosis, ``codec`` (local,
+each event encoded as a publisher does, nothing else: the codec's share) and ``nohop``
+(``astream`` driven with LangChain's v2 handler forwarding each event to a sink, as a
+publisher could, without ``astream_events``' queue and generator).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -73,6 +77,8 @@ def _workload(name: str, tokens: int) -> tuple[Any, Any, dict[str, Any]]:
 
 async def _child(workload: str, tokens: int, modes: list[str], shim: str) -> None:
     from eventbus import Publisher, _publisher
+    from eventbus._langchain import ForwardingHandler
+    from eventbus._wire import RecordEncoder
 
     from ._common import URLS, cleanup, fresh
 
@@ -84,11 +90,12 @@ async def _child(workload: str, tokens: int, modes: list[str], shim: str) -> Non
     _publisher._RATE_WINDOW *= SLOWDOWN
     cg = ctypes.CDLL(shim)
     runnable, inp, kwargs = _workload(workload, tokens)
+    encoder = RecordEncoder()
     pubs: dict[str, Any] = {}
     namespaces: dict[str, str] = {}
     try:
         for mode in modes:
-            if mode != "local":
+            if mode in ("memory", "redis", "rabbitmq"):
                 ns = namespaces[mode] = fresh("cg")
                 url = URLS[mode] if mode != "memory" else f"memory://{ns}"
                 pubs[mode] = await Publisher(url, namespace=ns, linger=0.010 * SLOWDOWN).connect()
@@ -99,6 +106,26 @@ async def _child(workload: str, tokens: int, modes: list[str], shim: str) -> Non
                 async for _ in runnable.astream_events(inp, version="v2", **kwargs):
                     n += 1
                 return n
+            if mode == "codec":  # local, and each event encoded as a publisher does
+                n = 0
+                async for event in runnable.astream_events(inp, version="v2", **kwargs):
+                    n += 1
+                    encoder.encode_event(n, time.time(), encoder.to_tree(event))
+                return n
+            if mode == "nohop":  # astream driven with LangChain's v2 handler, no queue hop
+                got = [0]
+
+                def sink(kind: str, root: str, payload: Any) -> None:
+                    got[0] += kind == "event"
+
+                handler = ForwardingHandler(sink)
+                rid = uuid.uuid4()
+                config = {"callbacks": [handler], "run_id": rid}
+                async for _ in handler.tap_output_aiter(
+                    rid, runnable.astream(inp, config, **kwargs)
+                ):
+                    pass
+                return got[0]
             pub = pubs[mode]
             before = pub.stats.events
             await pub.run(runnable, inp, config={"run_id": uuid.uuid4()}, **kwargs)
