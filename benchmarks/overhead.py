@@ -306,15 +306,22 @@ def _callgrind_rows(rows: list[Row], quick: bool) -> None:
                 error = f"callgrind: {exc!r}"[:300]
         local = counts.get("local", {}).get("instructions_per_event")
         for r in mine:
+            local_row = r.get("broker") == "-"
+            if not local_row and not (
+                r.get("case", "").startswith("eventbus") and r.get("signed") == "False"
+            ):
+                continue  # (signed frames and the hand-rolled baseline are not counted)
             if error is not None:
                 r["callgrind"] = error
                 continue
-            mode = "local" if r.get("broker") == "-" else r.get("broker")
-            if r.get("signed") == "True" or mode not in counts:
+            mode = "local" if local_row else r.get("broker")
+            if mode not in counts:
                 continue
             c = counts[mode]
             r["instr_per_event"] = c.get("instructions_per_event")
             r["instr_hot"] = c.get("hot", {})
+            if "events_per_batch" in c:
+                r["instr_events_per_batch"] = c["events_per_batch"]
             if local and r["instr_per_event"] and mode != "local":
                 r["instr_ratio"] = r["instr_per_event"] / local
 
