@@ -155,7 +155,8 @@ def write_md(docs: dict[str, dict[str, Any]]) -> None:
             "",
             "\n\n".join(paras).strip(),
             "",
-            f"_Run {doc['started']}, {doc['seconds']} s{', quick' if doc['quick'] else ''}._",
+            f"_Run {doc['started']}, {doc['seconds']} s{', quick' if doc['quick'] else ''}"
+            f"{_load(doc)}._",
             "",
             doc["table"],
             "",
@@ -163,6 +164,15 @@ def write_md(docs: dict[str, dict[str, Any]]) -> None:
     BENCHMARKS_MD.write_text("\n".join(lines))
     readme = BENCHMARKS_MD.parent / "README.md"
     readme.write_text(_readme.update(readme.read_text(), _readme.render(docs)))
+
+
+def _load(doc: dict[str, Any]) -> str:
+    """The load average when the scenario started: on this shared machine, what tells a
+    run on a busy machine (whose absolute figures, and latencies, are not comparable)."""
+    load = doc.get("machine", {}).get("loadavg")
+    if not load:
+        return ""
+    return f"; load average at its start {', '.join(str(x) for x in load)} on 2 cores"
 
 
 def main() -> None:

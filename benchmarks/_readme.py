@@ -86,10 +86,13 @@ def _latency(rows: list[dict[str, Any]]) -> Iterable[str]:
 def _overhead(rows: list[dict[str, Any]]) -> Iterable[str]:
     for r in rows:
         if "met" in r and "wall_ratio" in r:
+            cpu = f", CPU x{r['cpu_ratio']:.2f}" if r.get("cpu_ratio") else ""
+            if r.get("instr_ratio"):
+                cpu += f", instructions x{r['instr_ratio']:.2f} (callgrind)"
             yield (
                 f"* **Worker overhead, {r['broker']}**, {r['workload']}: wall "
-                f"x{r['wall_ratio']:.2f} ({r['wall_ratio_min']:.2f}-{r['wall_ratio_max']:.2f}) "
-                f"of local `astream_events`; target {r['target']}: {_met(r)}."
+                f"x{r['wall_ratio']:.2f} ({r['wall_ratio_min']:.2f}-{r['wall_ratio_max']:.2f})"
+                f"{cpu} of local `astream_events`; target {r['target']}: {_met(r)}."
             )
     for r in rows:
         if r.get("case", "").startswith("hand-rolled") and "wall_ratio" in r:
