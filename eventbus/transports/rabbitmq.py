@@ -408,6 +408,7 @@ class RabbitMQTransport:
         name = link.run_queue(run_id)
         wait = Retry(first=0.02, cap=0.25)
         waker: tuple[AbstractChannel, asyncio.Event] | None = None
+        wakeable = True
         try:
             while True:
                 channel = await open_channel(conn, confirms=False)
@@ -419,12 +420,21 @@ class RabbitMQTransport:
                     link.close_channel(channel)
                     raise
                 link.check_open()
+                if waker is None and wakeable:
+                    try:
+                        waker = await self._wake_on_frame(conn, run_id)
+                    except amqp_errors.AMQPChannelError as exc:
+                        # a user that may only read (no configure permission for a queue
+                        # of its own): the probe alone, as before
+                        log.debug("follow %s: no wake-up queue (%r), probing", run_id, exc)
+                        wakeable = False
+                    continue  # probe again at once: the stream may predate the binding
+                delay = wait.next_delay() or 0.25
                 if waker is None:
-                    # then probe again at once: the stream may predate the binding
-                    waker = await self._wake_on_frame(conn, run_id)
+                    await asyncio.sleep(delay)
                     continue
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(waker[1].wait(), wait.next_delay() or 0.25)
+                    await asyncio.wait_for(waker[1].wait(), delay)
         finally:
             if waker is not None:
                 link.close_channel(waker[0])  # (its consumer goes: the queue auto-deletes)
