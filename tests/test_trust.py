@@ -515,3 +515,29 @@ def test_malformed_keys_are_configuration_errors_that_do_not_show_them(keys: Any
     text = str(info.value)
     for secret in ("tiny-secret", "x" * 20, "y" * 20):
         assert secret not in text
+
+
+async def test_signed_frames_are_not_validated_again_unless_asked(url: str, namespace: str) -> None:
+    """``validate`` defaults to True without keys, to False with them (every frame such a
+    subscriber accepts is signed by a trusted publisher); ``validate=True`` checks anyway."""
+    from langchain_core.messages import AIMessage
+
+    run_id = str(uuid.uuid4())
+    # what validation refuses, as a trusted worker's own code may build it
+    odd = RunnableLambda(lambda x: AIMessage.model_construct(content=None))
+    async with (
+        eventbus.Publisher(url, namespace, keys=K1) as pub,
+        eventbus.Subscriber(url, namespace, keys=K1) as trusting,
+        eventbus.Subscriber(url, namespace, keys=K1, validate=True) as checking,
+        eventbus.Subscriber(url, namespace) as keyless,
+    ):
+        assert (trusting.validate, checking.validate, keyless.validate) == (False, True, True)
+        await pub.run(odd, 1, config={"run_id": run_id})
+        outputs = []
+        for sub in (trusting, checking, keyless):
+            with anyio.fail_after(WAIT):
+                events = [i.event async for i in sub.follow(run_id)]
+            outputs.append(events[-1]["data"]["output"])
+    assert type(outputs[0]) is AIMessage and outputs[0].content is None
+    for checked in outputs[1:]:
+        assert type(checked) is eventbus.Undecodable and "ValidationError" in checked.reason
