@@ -20,12 +20,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .._exceptions import ConfigurationError, MissingDependencyError, TransportClosedError
-from ._base import DeadLetter, Delivery, Entry, GroupOptions, OutFrame, Transport
+from ._base import DeadLetter, Delivery, Entry, GroupInfo, GroupOptions, OutFrame, Transport
 
 __all__ = [
     "DeadLetter",
     "Delivery",
     "Entry",
+    "GroupInfo",
     "GroupOptions",
     "OutFrame",
     "Transport",

@@ -16,6 +16,11 @@ A transport may also have ``max_message_bytes`` (int, or None: no known limit), 
 
 Positions are opaque strings chosen by the transport (a Redis stream id, a RabbitMQ
 stream offset, a list index). The layers above never look inside them.
+
+For operating a namespace a transport also offers reads that create nothing on the broker
+(``tap``: the group stream without a group; ``groups``: what each group holds) and a
+**control channel** (``signal``/``signals``): small messages broadcast to whoever listens
+in the namespace at that moment, stored nowhere (remote cancel rides on it).
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-__all__ = ["DeadLetter", "Delivery", "Entry", "GroupOptions", "OutFrame", "Transport"]
+__all__ = [
+    "DeadLetter",
+    "Delivery",
+    "Entry",
+    "GroupInfo",
+    "GroupOptions",
+    "OutFrame",
+    "Transport",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +85,24 @@ class DeadLetter:
     data: bytes
     reason: str
     deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """What a consumer group holds, as far as the broker tells.
+
+    ``consumers``: consumers known to the group (Redis: that ever read and were not
+    removed; RabbitMQ: attached right now). ``pending``: frames delivered and not yet
+    settled (None where the broker does not tell: RabbitMQ). ``lag``: frames of the group
+    stream not yet delivered to the group (None: unknown). ``dead_letters``: frames in the
+    group's dead letters.
+    """
+
+    name: str
+    consumers: int
+    pending: int | None
+    lag: int | None
+    dead_letters: int
 
 
 @runtime_checkable
@@ -160,4 +191,27 @@ class Transport(Protocol):
     async def delete_group(self, group: str) -> None:
         """Forget the group: its position, pending frames and dead letters. A group that
         does not exist is not an error. Consumers still running in it may fail."""
+        ...
+
+    def tap(self, start: Literal["first", "new"] = "new") -> AsyncIterator[Entry]:
+        """Yield the group stream's frames (every fan-out frame of the namespace) from
+        the oldest retained one (``"first"``) or from those published from now on
+        (``"new"``), without a consumer group: a read that creates nothing on the broker
+        and leaves nothing behind, however its reader dies. Never ends by itself."""
+        ...
+
+    async def groups(self) -> list[GroupInfo]:
+        """The namespace's consumer groups (a read; creates nothing)."""
+        ...
+
+    async def signal(self, data: bytes) -> None:
+        """Broadcast a small control message to every current listener of the namespace
+        (:meth:`signals`). Stored nowhere: a listener that is not there misses it, and
+        with no listener it is dropped. Creates nothing on the broker."""
+        ...
+
+    def signals(self) -> AsyncIterator[bytes]:
+        """Yield the control messages broadcast from now on (at most once each, in no
+        promised order), until cancelled; reconnects by itself (missing what was sent
+        meanwhile). Leaves nothing on the broker after its reader is gone."""
         ...

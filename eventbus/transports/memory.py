@@ -18,13 +18,14 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from itertools import islice
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 
 from .._exceptions import ConfigurationError
-from ._base import DeadLetter, Entry, GroupOptions, OutFrame
+from ._base import DeadLetter, Entry, GroupInfo, GroupOptions, OutFrame
 from ._kit import Positive, PositiveInt, check_consumer, doc, ensure_open, parse_options
 
 __all__ = ["MemoryTransport"]
@@ -84,6 +85,7 @@ class _Group:
     cursor: int
     pending: dict[int, _Pending] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
+    consumers: set[str] = field(default_factory=set)  # (as Redis: every one that read)
 
 
 @dataclass
@@ -110,6 +112,8 @@ class _Broker:
         self.lock = threading.Lock()
         self.signal = _Signal()
         self.namespaces: dict[str, _Namespace] = {}
+        # the control channel's listeners, per namespace: (their loop, their inbox)
+        self.listeners: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[bytes]]]] = {}
 
 
 _brokers: dict[str, _Broker] = {}
@@ -272,6 +276,7 @@ class MemoryTransport:
             ns = self._ns()
             if group not in ns.groups:
                 ns.groups[group] = _Group(cursor=ns.base if options.start == "first" else ns.end)
+            ns.groups[group].consumers.add(consumer)
         while True:
             self._check_open()
             waiter = self._broker.signal.waiter()
@@ -348,6 +353,72 @@ class MemoryTransport:
         with self._broker.lock:
             state = self._ns().groups.get(group)
             return list(state.dead[:count]) if state is not None else []
+
+    # -- operating: reads without a group, the control channel ------------------------
+
+    async def tap(self, start: Literal["first", "new"] = "new") -> AsyncIterator[Entry]:
+        self._check_open()
+        with self._broker.lock:
+            ns = self._broker.namespaces.get(self.namespace)
+            index = 0 if ns is None else ns.base if start == "first" else ns.end
+        while True:
+            waiter = self._broker.signal.waiter()
+            with self._broker.lock:
+                ns = self._broker.namespaces.get(self.namespace)
+                if ns is not None:
+                    index = max(index, ns.base)  # (trimmed meanwhile)
+                batch = list(islice(ns.frames, index - ns.base, None)) if ns is not None else []
+            if batch:
+                waiter.cancel()
+                for data in batch:
+                    yield Entry(str(index), data)
+                    index += 1
+                continue
+            self._check_open()
+            await _wait(waiter, None)
+
+    async def groups(self) -> list[GroupInfo]:
+        self._check_open()
+        with self._broker.lock:
+            ns = self._broker.namespaces.get(self.namespace)
+            if ns is None:
+                return []
+            return [
+                GroupInfo(
+                    name,
+                    len(state.consumers),
+                    len(state.pending),
+                    max(0, ns.end - max(state.cursor, ns.base)),
+                    len(state.dead),
+                )
+                for name, state in sorted(ns.groups.items())
+            ]
+
+    async def signal(self, data: bytes) -> None:
+        self._check_open()
+        with self._broker.lock:
+            listeners = list(self._broker.listeners.get(self.namespace, ()))
+        for loop, inbox in listeners:
+            with contextlib.suppress(RuntimeError):  # (its loop is closed: nobody listens)
+                loop.call_soon_threadsafe(inbox.put_nowait, data)
+
+    async def signals(self) -> AsyncIterator[bytes]:
+        self._check_open()
+        me = (asyncio.get_running_loop(), asyncio.Queue[bytes]())
+        with self._broker.lock:
+            self._broker.listeners.setdefault(self.namespace, []).append(me)
+        try:
+            while True:
+                yield await me[1].get()
+        finally:
+            with self._broker.lock, contextlib.suppress(ValueError):
+                self._broker.listeners.get(self.namespace, []).remove(me)
+
+    async def delete_namespace(self) -> None:
+        """Forget everything of this namespace (as the brokers' ``delete_namespace``)."""
+        with self._broker.lock:
+            self._broker.namespaces.pop(self.namespace, None)
+        self._broker.signal.notify_all()
 
 
 def _until(deadline: float | None, now: float) -> float | None:

@@ -33,7 +33,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import aio_pika
 import aiormq.exceptions as amqp_errors
@@ -47,7 +47,7 @@ from .._exceptions import (
     TransportError,
 )
 from . import check_name
-from ._base import DeadLetter, Entry, GroupOptions, OutFrame
+from ._base import DeadLetter, Entry, GroupInfo, GroupOptions, OutFrame
 from ._kit import Retry, check_consumer
 from ._rabbit_group import GroupConsumer, Groups, RabbitDelivery
 from ._rabbit_link import (
@@ -66,6 +66,7 @@ from ._rabbit_link import (
     run_key,
     watch_channel,
 )
+from ._rabbit_ops import Operations
 from ._rabbit_registry import Registry
 
 __all__ = ["RabbitMQTransport"]
@@ -110,6 +111,7 @@ class RabbitMQTransport:
         self.registry_queue = link.registry_queue
         self._registry = Registry(link)
         self._groups = Groups(link, self._registry)
+        self._ops = Operations(link, self._registry)
         # publish's channel for declaring run streams, kept open (a channel round trip
         # less per new run)
         self._decl: tuple[AbstractConnection, AbstractChannel] | None = None
@@ -350,6 +352,23 @@ class RabbitMQTransport:
                 raise ConfigurationError(f"not an amqp:// position: {start!r}") from None
             if next_offset < 0:
                 raise ConfigurationError(f"not an amqp:// position: {start!r}")
+        stream = link.run_queue(run_id)
+        async for entry in self._read(stream, next_offset, "first", run_id, of_run=run_id):
+            yield entry
+
+    async def _read(
+        self,
+        name: str,
+        next_offset: int | None,
+        attach: str,
+        what: str,
+        of_run: str | None = None,
+    ) -> AsyncIterator[Entry]:
+        """Read stream queue ``name`` (of run ``of_run``, if it is one) from
+        ``next_offset`` (else from ``attach``: first, next) once it exists, reconnecting,
+        for ever (see :meth:`follow`)."""
+        link = self._link
+        run_id = what  # (named in the messages below)
         retry = Retry(
             limit=self.options.reconnect_timeout, what=f"RabbitMQ follow {run_id}", log=log
         )
@@ -362,12 +381,12 @@ class RabbitMQTransport:
                 stale = None
                 # found first: a probe of a missing queue closes the channel, and a stream
                 # refuses a consumer on a channel without prefetch
-                channel, queue = await self._find_run(conn, run_id)
+                channel, queue = await self._find_run(conn, name, of_run)
                 await channel.set_qos(prefetch_count=self.options.follow_prefetch)
                 inbox: asyncio.Queue[Any] = asyncio.Queue()
                 await watch_channel(channel, inbox)
                 await consume_stream(
-                    queue, inbox.put, "first" if next_offset is None else next_offset
+                    queue, inbox.put, attach if next_offset is None else next_offset
                 )
                 retry.ok()
                 while True:
@@ -396,19 +415,18 @@ class RabbitMQTransport:
                 link.close_channel(channel)
 
     async def _find_run(
-        self, conn: AbstractConnection, run_id: str
+        self, conn: AbstractConnection, name: str, run_id: str | None
     ) -> tuple[AbstractChannel, AbstractQueue]:
-        """A channel and the run's stream on it, once its publisher has declared the
-        stream. Waiting for that is woken by the run's first frame (a publisher declares
+        """A channel and the stream ``name`` on it (of the run ``run_id``, if it is one),
+        once its publisher has declared the stream. Waiting for that is woken by the run's first frame (a publisher declares
         the stream before it publishes), with a passive probe with backoff behind it: a
         probe alone found a run up to 250 ms late, which was the p99 of a follower that
         came first (RabbitMQ follow latency at 1k events/s: 9 ms before the transport
         split, 45-170 ms after)."""
         link = self._link
-        name = link.run_queue(run_id)
         wait = Retry(first=0.02, cap=0.25)
         waker: tuple[AbstractChannel, asyncio.Event] | None = None
-        wakeable = True
+        wakeable = run_id is not None  # (the namespace log: probed)
         try:
             while True:
                 channel = await open_channel(conn, confirms=False)
@@ -420,7 +438,7 @@ class RabbitMQTransport:
                     link.close_channel(channel)
                     raise
                 link.check_open()
-                if waker is None and wakeable:
+                if waker is None and wakeable and run_id is not None:
                     try:
                         waker = await self._wake_on_frame(conn, run_id)
                     except amqp_errors.AMQPChannelError as exc:
@@ -513,6 +531,32 @@ class RabbitMQTransport:
         if count <= 0:
             return []
         return await self._groups.dead_letters(group, count)
+
+    # -- operating (see _rabbit_ops) ---------------------------------------------------
+
+    async def tap(self, start: Literal["first", "new"] = "new") -> AsyncIterator[Entry]:
+        """Read the namespace log (a stream bound with ``f.#``) from its first or its next
+        frame, once it exists: a stream consumer, which creates nothing.
+
+        Raises:
+            AuthenticationError, ConnectError, TransportError: as :meth:`follow`.
+        """
+        self._link.check_open()
+        attach = "first" if start == "first" else "next"
+        async for entry in self._read(self._link.log_queue, None, attach, "the namespace log"):
+            yield entry
+
+    async def groups(self) -> list[GroupInfo]:
+        """See :meth:`eventbus.transports.Transport.groups` (``pending`` is unknown)."""
+        return await self._ops.groups()
+
+    async def signal(self, data: bytes) -> None:
+        """See :meth:`eventbus.transports.Transport.signal`."""
+        await self._ops.signal(data)
+
+    def signals(self) -> AsyncIterator[bytes]:
+        """See :meth:`eventbus.transports.Transport.signals`."""
+        return self._ops.signals()
 
     # -- maintenance -------------------------------------------------------------------
 

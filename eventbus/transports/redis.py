@@ -46,7 +46,7 @@ from .._exceptions import (
     TransportError,
 )
 from . import check_name, redact_url
-from ._base import DeadLetter, Entry, GroupOptions, OutFrame
+from ._base import DeadLetter, Entry, GroupInfo, GroupOptions, OutFrame
 from ._kit import (
     Positive,
     PositiveInt,
@@ -253,6 +253,7 @@ class RedisTransport:
         except ValueError as exc:
             raise ConfigurationError(f"malformed Redis URL {self.safe_url!r}: {exc}") from None
         self._events_key = f"eventbus:{{{namespace}}}:events"
+        self._control_channel = f"eventbus:{{{namespace}}}:control"
         self._ttl_refreshed: dict[str, float] = {}  # run key -> when its abandon TTL was set
         self._client: aioredis.Redis | None = None  # made by connect(), or on first use
         # publish's own connection, of the client it was made from: its commands are
@@ -501,8 +502,13 @@ class RedisTransport:
             if not isinstance(start, str) or not _STREAM_ID.match(start):
                 raise ConfigurationError(f"not a Redis stream position: {start!r}")
             last = _before(start)
+        async for entry in self._read(key, last, f"follow run {run_id}"):
+            yield entry
+
+    async def _read(self, key: str, last: str, what: str) -> AsyncIterator[Entry]:
+        """XREAD ``key`` after ``last``, reconnecting, for ever (reads create nothing)."""
         block_ms = max(1, int(self.options.block * 1000))
-        reconnect = _reconnecting(self, f"follow run {run_id}")
+        reconnect = _reconnecting(self, what)
         while True:
             client = self._live_client()
             try:
@@ -626,6 +632,121 @@ class RedisTransport:
                 )
             )
         return out
+
+    # -- operating: reads without a group, the control channel ------------------------
+
+    async def tap(self, start: Literal["first", "new"] = "new") -> AsyncIterator[Entry]:
+        """XREAD the group stream from its first entry or its last one: no group, no key
+        is created (an absent stream is waited for).
+
+        Raises:
+            AuthenticationError, ConnectError, TransportError: as :meth:`follow`.
+        """
+        last = "0-0"
+        if start == "new":
+
+            async def newest(client: aioredis.Redis) -> Any:
+                return await client.xrevrange(self._events_key, "+", "-", count=1)
+
+            rows = await self._retrying(newest, what="read the group stream", error=ConnectError)
+            if rows:
+                last = _text(rows[0][0])
+        async for entry in self._read(self._events_key, last, "read the group stream"):
+            yield entry
+
+    async def groups(self) -> list[GroupInfo]:
+        """XINFO GROUPS of the group stream, and XLEN of each group's dead letters.
+
+        Raises:
+            AuthenticationError, ConnectError.
+        """
+
+        async def attempt(client: aioredis.Redis) -> list[GroupInfo]:
+            try:
+                rows: Any = await client.xinfo_groups(self._events_key)
+            except rexc.ResponseError as exc:
+                if "no such key" in str(exc).lower():
+                    return []
+                raise
+            out = []
+            for row in rows:
+                name = _text(row["name"])
+                lag = row.get("lag")
+                out.append(
+                    GroupInfo(
+                        name,
+                        int(row["consumers"]),
+                        int(row["pending"]),
+                        None if lag is None else int(lag),
+                        int(await client.xlen(self._dead_key(name))),
+                    )
+                )
+            return sorted(out, key=lambda g: g.name)
+
+        return await self._retrying(attempt, what="list groups", error=ConnectError)
+
+    async def signal(self, data: bytes) -> None:
+        """PUBLISH on the namespace's control channel.
+
+        Raises:
+            AuthenticationError, ConnectError.
+        """
+
+        async def attempt(client: aioredis.Redis) -> None:
+            await client.publish(self._control_channel, data)
+
+        await self._retrying(attempt, what="send a control message", error=ConnectError)
+
+    async def signals(self) -> AsyncIterator[bytes]:
+        """SUBSCRIBE to the namespace's control channel (a connection of its own).
+
+        Raises:
+            AuthenticationError, ConnectError, TransportError: as :meth:`follow`.
+        """
+        reconnect = _reconnecting(self, "listen on the control channel")
+        while True:
+            pubsub = self._live_client().pubsub()
+            try:
+                with anyio.fail_after(self.options.command_timeout):
+                    await pubsub.subscribe(self._control_channel)
+                reconnect.ok()
+                while True:
+                    with anyio.fail_after(self.options.block + self.options.command_timeout):
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=self.options.block
+                        )
+                    if message is not None and message.get("type") == "message":
+                        yield bytes(message["data"])
+            except Exception as exc:
+                await _reconnect_pause(self, reconnect, exc)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await pubsub.aclose()
+
+    async def delete_namespace(self) -> None:
+        """Delete every key of this namespace: run streams, the group stream (with its
+        groups) and dead letters (SCAN, then DEL in batches). Followers and consumers
+        still running see their streams vanish. Not part of the transport protocol: an
+        operator's clean-up (``eventbus delete-namespace``).
+
+        Raises:
+            AuthenticationError, ConnectError.
+        """
+        # every key of a namespace starts so: eventbus:{<ns>}:... and eventbus:{<ns>:<run>}:run
+        # (a namespace holds no glob characters: check_name)
+        pattern = "eventbus:{" + self.namespace + "[}:]*"
+
+        async def attempt(client: aioredis.Redis) -> None:
+            batch: list[Any] = []
+            async for key in client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    await client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await client.unlink(*batch)
+
+        await self._retrying(attempt, what="delete the namespace", error=ConnectError)
 
 
 def _reconnecting(transport: RedisTransport, what: str) -> Retry:

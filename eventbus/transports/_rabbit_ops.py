@@ -1,0 +1,179 @@
+"""RabbitMQ: operating a namespace. What its groups hold (read from the registry and
+passive declares: nothing is created) and the control channel.
+
+The control channel is the namespace exchange with routing key ``c.-.control``: three
+words, so that neither a run stream's ``*.<run>`` binding nor the log's ``f.#`` takes it.
+Each listener binds an exclusive, auto-delete, server-named queue to ``c.#``: the broker
+deletes it with the listener's channel or connection (a ``kill -9`` leaves nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import aiormq.exceptions as amqp_errors
+from aio_pika.abc import AbstractConnection
+
+from .._exceptions import AuthenticationError, ConnectError, TransportError
+from ._base import GroupInfo
+from ._kit import Retry
+from ._rabbit_link import (
+    H_EVENT,
+    H_RUN,
+    LOST,
+    RESUMABLE,
+    Link,
+    Lost,
+    log,
+    open_channel,
+    str_header,
+    watch_channel,
+)
+from ._rabbit_registry import Registry
+
+CONTROL_KEY = "c.-.control"
+
+
+class Operations:
+    """Group inspection and the control channel of one namespace."""
+
+    def __init__(self, link: Link, registry: Registry) -> None:
+        self._link = link
+        self._registry = registry
+
+    async def _exists(self, conn: AbstractConnection, name: str) -> Any:
+        """The passive declare's result of queue ``name``, or None if it does not exist."""
+        channel = await open_channel(conn, confirms=False)
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+            return queue.declaration_result
+        except amqp_errors.ChannelNotFoundEntity:
+            return None
+        finally:
+            self._link.close_channel(channel)
+
+    async def groups(self) -> list[GroupInfo]:
+        """The groups the registry names that still exist: consumers attached now, lag
+        (frames ready in the group queue), dead letters; pending is not told by AMQP.
+
+        Raises:
+            AuthenticationError, ConnectError, TransportError.
+        """
+        link = self._link
+
+        async def op(conn: AbstractConnection) -> list[GroupInfo]:
+            # a namespace that was never used has no registry: nothing to create for it
+            if await self._exists(conn, link.registry_queue) is None:
+                return []
+            records = await link.read_until_marker(conn, link.registry_queue, "first")
+            names = {
+                str_header(dict(m.headers or {}), H_RUN)
+                for m in records
+                if str_header(dict(m.headers or {}), H_EVENT) == "group"
+            }
+            out = []
+            for name in sorted(names):
+                queue = await self._exists(conn, link.group_queue(name))
+                dead = await self._exists(conn, link.dead_letter_queue(name))
+                if queue is None and dead is None:
+                    continue  # deleted
+                out.append(
+                    GroupInfo(
+                        name,
+                        queue.consumer_count if queue is not None else 0,
+                        None,
+                        queue.message_count if queue is not None else None,
+                        dead.message_count if dead is not None else 0,
+                    )
+                )
+            return out
+
+        deadline = time.monotonic() + link.options.publish_timeout
+        return await link.retrying("list groups", op, deadline)
+
+    async def signal(self, data: bytes) -> None:
+        """Publish on the control key, if the namespace's exchange exists (else no one
+        can be listening, and nothing is declared for it).
+
+        Raises:
+            AuthenticationError, ConnectError, TransportError.
+        """
+        link = self._link
+
+        async def op(conn: AbstractConnection) -> None:
+            channel = await open_channel(conn, confirms=True)
+            try:
+                try:
+                    exchange = await channel.declare_exchange(link.exchange_name, passive=True)
+                except amqp_errors.ChannelNotFoundEntity:
+                    return
+                await exchange.publish(
+                    aio_pika.Message(data, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT),
+                    CONTROL_KEY,
+                    mandatory=False,
+                    timeout=link.options.publish_timeout,
+                )
+            finally:
+                link.close_channel(channel)
+
+        deadline = time.monotonic() + link.options.publish_timeout
+        await link.retrying("send a control message", op, deadline)
+
+    async def signals(self) -> AsyncIterator[bytes]:
+        """Listen on the control key through an exclusive auto-delete queue; waits for
+        the namespace's exchange to exist; reconnects (missing what was sent meanwhile).
+
+        Raises:
+            AuthenticationError: access refused.
+            ConnectError: no connection for ``reconnect_timeout`` seconds.
+            TransportError: the transport was closed, or the broker refused.
+        """
+        link = self._link
+        link.check_open()
+        retry = Retry(limit=link.options.reconnect_timeout, what="RabbitMQ control", log=log)
+        absent = Retry(first=0.05, cap=1.0)
+        stale: AbstractConnection | None = None
+        conn: AbstractConnection | None = None
+        while True:
+            channel = None
+            try:
+                conn = await link.connection(retry.deadline(), stale)
+                stale = None
+                channel = await open_channel(conn, confirms=False)
+                try:
+                    exchange = await channel.declare_exchange(link.exchange_name, passive=True)
+                except amqp_errors.ChannelNotFoundEntity:
+                    # nothing published in the namespace yet: no one to hear from
+                    retry.ok()
+                    await asyncio.sleep(absent.next_delay() or 1.0)
+                    continue
+                absent.ok()
+                queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+                await queue.bind(exchange, "c.#")
+                inbox: asyncio.Queue[Any] = asyncio.Queue()
+                await watch_channel(channel, inbox)
+                await queue.consume(inbox.put, no_ack=True)
+                retry.ok()
+                while True:
+                    item = await inbox.get()
+                    if item is LOST:
+                        raise Lost("control")
+                    yield bytes(item.body)
+            except amqp_errors.ChannelAccessRefused as exc:
+                raise AuthenticationError(f"control: RabbitMQ refused access: {exc}") from exc
+            except RESUMABLE as exc:
+                link.check_open()
+                delay = retry.next_delay(exc)
+                if delay is None:
+                    raise ConnectError(f"control: RabbitMQ kept failing: {exc!r}") from exc
+                if isinstance(exc, amqp_errors.AMQPConnectionError):
+                    stale = conn
+                await asyncio.sleep(delay)
+            except amqp_errors.AMQPChannelError as exc:
+                raise TransportError(f"control: RabbitMQ refused: {exc}") from exc
+            finally:
+                link.close_channel(channel)
