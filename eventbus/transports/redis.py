@@ -721,7 +721,7 @@ class RedisTransport:
                 await _reconnect_pause(self, reconnect, exc)
             finally:
                 with anyio.CancelScope(shield=True):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def delete_namespace(self) -> None:
         """Delete every key of this namespace: run streams, the group stream (with its
