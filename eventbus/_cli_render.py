@@ -10,13 +10,15 @@ Three renderings:
   tool calls and errors highlighted. In a terminal it keeps the moving parts (bars and the
   text being streamed) in a live area at the bottom; elsewhere (a recording console, a
   pipe) it prints each progress update as a line and the tokens inline.
-* :func:`trace_tree`: the aggregated run tree of :func:`eventbus._cli.build_trace`.
-* :func:`runs_table`: the runs of a namespace.
+* :func:`trace_tree`: the aggregated run tree of :func:`eventbus._runs.build_trace`.
+* :func:`runs_table`, :func:`groups_table`, :func:`dead_letters_text`: what a namespace
+  holds.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
+from rich.padding import Padding
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -31,7 +34,10 @@ from rich.tree import Tree
 
 __all__ = [
     "RunView",
+    "as_json",
     "chunk_text",
+    "dead_letters_text",
+    "groups_table",
     "progress_of",
     "progress_row",
     "runs_table",
@@ -50,12 +56,12 @@ _SHOWN_STARTS = (
     "on_retriever_start",
 )
 _STATUS_STYLE = {
-    "done": "green",
+    "ended": "green",
     "running": "cyan",
     "failed": "bold red",
     "cancelled": "yellow",
-    "abandoned": "magenta",
     "lost": "magenta",
+    "unknown": "dim",
 }
 
 
@@ -64,6 +70,20 @@ def short(value: Any, limit: int = 80) -> str:
     text = value if isinstance(value, str) else repr(value)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def as_json(value: Any, limit: int = 80) -> str:
+    """``value`` as one line of JSON (its JSON form, ``eventbus.to_jsonable``), bounded:
+    tool inputs and arguments read as what a model sent, not as Python reprs."""
+    import msgspec
+
+    from ._jsonable import to_jsonable
+
+    try:
+        text = msgspec.json.encode(to_jsonable(value)).decode()
+    except Exception:  # (a value no JSON form takes: what a person can still read)
+        text = repr(value)
+    return short(text, limit)
 
 
 def chunk_text(chunk: Any) -> str:
@@ -148,6 +168,7 @@ class RunView:
         self._bars: dict[str, _Bar] = {}
         self._streams: dict[str, tuple[int, str]] = {}  # live mode: model run -> (depth, text)
         self._inline: str | None = None  # plain mode: the model run whose tokens are mid-line
+        self._column = 0  # plain mode: where that line is
         self._live: Live | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -181,7 +202,7 @@ class RunView:
         if live is not None:
             live.stop()
         for run_id, (depth, text) in list(self._streams.items()):
-            self._print(Text("  " * depth + text))
+            self._print(_indented(depth, Text(text)))
             del self._streams[run_id]
         self._end_inline()
         for key, bar in list(self._bars.items()):
@@ -218,7 +239,7 @@ class RunView:
         if kind.endswith("_start"):
             self._names[run_id] = name
             if kind == "on_tool_start":
-                args = short(data.get("input", ""), 60)
+                args = as_json(data.get("input", ""), 60)
                 self._line(
                     depth,
                     Text.assemble(
@@ -236,7 +257,7 @@ class RunView:
             self._end_stream(run_id)
             for call in getattr(data.get("output"), "tool_calls", None) or ():
                 if isinstance(call, dict):
-                    text = f"{call.get('name')}({short(call.get('args', {}), 60)})"
+                    text = f"{call.get('name')}({as_json(call.get('args', {}), 60)})"
                     self._line(
                         depth + 1, Text.assemble(("⚙ tool call ", "bold yellow"), (text, "yellow"))
                     )
@@ -302,15 +323,39 @@ class RunView:
             return
         if self._inline != run_id:
             self._end_inline()
-            self.console.print("  " * depth, end="", soft_wrap=True)
             self._inline = run_id
+            self._column = 0
+        indent = "  " * depth
+        width = max(len(indent) + 20, self.console.width)
+        # word by word: a word that would cross the edge starts a line of its own, at the
+        # stream's indent (a terminal would break it anywhere, at column 0)
+        for piece in re.split(r"(\s+)", text):
+            if not piece:
+                continue
+            if piece.isspace():
+                for _ in range(piece.count("\n")):
+                    self.console.print(soft_wrap=True)
+                    self._column = 0
+                gap = piece.rsplit("\n", 1)[-1]
+                if self._column and self._column + len(gap) < width:
+                    self._out(gap)
+                continue
+            if self._column and self._column + len(piece) > width:
+                self.console.print(soft_wrap=True)
+                self._column = 0
+            if not self._column:
+                self._out(indent)
+            self._out(piece)
+
+    def _out(self, text: str) -> None:
         self.console.print(text, end="", soft_wrap=True, markup=False, highlight=False)
+        self._column += len(text)
 
     def _end_stream(self, run_id: str) -> None:
         if self.live_mode:
             stream = self._streams.pop(run_id, None)
             if stream is not None:
-                self._print(Text("  " * stream[0] + stream[1]))
+                self._print(_indented(stream[0], Text(stream[1])))
         elif self._inline == run_id:
             self._end_inline()
 
@@ -340,8 +385,13 @@ class RunView:
             progress_row(b.label, b.current, b.total, b.status, b.depth)
             for b in self._bars.values()
         ]
-        parts += [Text("  " * d + text + "▌") for d, text in self._streams.values()]
+        parts += [_indented(d, Text(text + "▌")) for d, text in self._streams.values()]
         return Group(*parts)
+
+
+def _indented(depth: int, text: Text) -> RenderableType:
+    """``text`` wrapped at word boundaries, every line at the indent of ``depth``."""
+    return Padding(text, (0, 0, 0, 2 * depth)) if depth else text
 
 
 # -- trace ---------------------------------------------------------------------------
@@ -354,7 +404,7 @@ def _duration(seconds: Any) -> str:
 
 
 def trace_tree(trace: dict[str, Any]) -> Tree:
-    """The rich Tree of a trace (the dict :func:`eventbus._cli.build_trace` returns)."""
+    """The rich Tree of a trace (the dict :func:`eventbus._runs.build_trace` returns)."""
     status = str(trace.get("status", ""))
     head = Text.assemble(
         ("run ", "dim"),
@@ -374,11 +424,13 @@ def trace_tree(trace: dict[str, Any]) -> Tree:
             extras.append(f"{node['tokens']} tokens")
         if node.get("custom_events"):
             extras.append(f"{node['custom_events']} custom events")
-        if not node.get("ended") and not node.get("error"):
+        if not node.get("ended") and not node.get("failed"):
             extras.append("did not end")
         label.append("  " + "  ".join(e for e in extras if e), style="dim")
         if node.get("error"):
             label.append(f"  ✗ {node['error']}", style="bold red")
+        elif node.get("failed"):
+            label.append("  ✗ failed", style="red")
         branch = parent.add(label)
         for child in node.get("children", ()):
             add(branch, child)
@@ -392,7 +444,7 @@ def trace_tree(trace: dict[str, Any]) -> Tree:
 
 
 def runs_table(runs: list[dict[str, Any]], title: str) -> Table:
-    """The table of ``eventbus runs`` (dicts as :func:`eventbus._cli.aggregate_runs` makes)."""
+    """The table of ``eventbus runs`` (``RunInfo.to_dict()`` of :mod:`eventbus._runs`)."""
     table = Table(title=escape(title), title_justify="left", expand=False)
     table.add_column("run id", no_wrap=True)
     table.add_column("name")
@@ -418,3 +470,45 @@ def runs_table(runs: list[dict[str, Any]], title: str) -> Table:
             f"{run['events']}{note}",
         )
     return table
+
+
+def groups_table(groups: list[dict[str, Any]], title: str) -> Table:
+    """The table of ``eventbus groups``."""
+    table = Table(title=escape(title), title_justify="left", expand=False)
+    table.add_column("group", no_wrap=True)
+    for name in ("consumers", "pending", "lag", "dead letters"):
+        table.add_column(name, justify="right")
+    for g in groups:
+        dead = int(g["dead_letters"])
+        table.add_row(
+            escape(str(g["name"])),
+            str(g["consumers"]),
+            "?" if g["pending"] is None else str(g["pending"]),
+            "?" if g["lag"] is None else str(g["lag"]),
+            Text(str(dead), style="bold red" if dead else ""),
+        )
+    return table
+
+
+def dead_letters_text(letters: list[Any], title: str) -> Group:
+    """``eventbus dead-letters``: each dead frame (``DecodedDeadLetter``) with why, and
+    its records."""
+    parts: list[RenderableType] = [Text(title, style="bold")]
+    for letter in letters:
+        head = Text.assemble(
+            ("✗ ", "bold red"),
+            (f"at {letter.position}", "bold"),
+            f"  {letter.deliveries} deliveries  ",
+            (letter.reason, "red"),
+        )
+        parts.append(head)
+        if letter.decode_error:
+            parts.append(Text(f"    not decodable: {letter.decode_error}", style="magenta"))
+            continue
+        for r in letter.records:
+            if r.kind == "event" and isinstance(r.event, dict):
+                what = f"{r.event.get('event')} {r.event.get('name', '')}"
+            else:
+                what = r.kind + (f": {r.error}" if r.error else "")
+            parts.append(Text(f"    run {letter.run_id} #{r.seq} {short(what, 100)}", style="dim"))
+    return Group(*parts)

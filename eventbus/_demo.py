@@ -37,7 +37,8 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import tool
 
 from . import _langchain
-from ._cli import _console, _json, _message_json
+from ._cli_base import console as _console
+from ._cli_follow import _message_json
 from ._exceptions import RunError
 from ._publisher import Publisher
 from ._subscriber import Subscriber
@@ -45,6 +46,8 @@ from .transports import redact_url
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+_json_encode = msgspec.json.Encoder().encode
 
 __all__ = [
     "ANSWER",
@@ -319,7 +322,7 @@ async def _audit(sub: Subscriber, run_ids: list[str], log: Path) -> dict[str, li
                     seqs[msg.run_id].append(msg.seq)
                     line = _message_json(msg, msg.event)
                     line["ts"] = msg.ts
-                    out.write(_json.encode(line) + b"\n")
+                    out.write(_json_encode(line) + b"\n")
                     if msg.kind != "event":
                         open_runs.discard(msg.run_id)
                 await msg.ack()
@@ -394,7 +397,7 @@ def _demo_summary(
 def demo_worker(args: argparse.Namespace) -> int:
     runs = demo_runs(args.run_ids)
     asyncio.run(run_worker(args.url, args.namespace, runs))
-    Path(args.report).write_bytes(_json.encode({r.run_id: r.events for r in runs}))
+    Path(args.report).write_bytes(_json_encode({r.run_id: r.events for r in runs}))
     return 0
 
 
@@ -404,7 +407,7 @@ def demo_live(args: argparse.Namespace) -> int:
             with anyio.fail_after(args.timeout):
                 return await _live_view(sub, demo_runs(args.run_ids), _console())
 
-    Path(args.report).write_bytes(_json.encode(asyncio.run(go())))
+    Path(args.report).write_bytes(_json_encode(asyncio.run(go())))
     return 0
 
 
@@ -414,5 +417,5 @@ def demo_audit(args: argparse.Namespace) -> int:
             with anyio.fail_after(args.timeout):
                 return await _audit(sub, args.run_ids, Path(args.log))
 
-    Path(args.report).write_bytes(_json.encode(asyncio.run(go())))
+    Path(args.report).write_bytes(_json_encode(asyncio.run(go())))
     return 0

@@ -631,13 +631,13 @@ class Gateway:
             sub = await self._connect()
             runs, _ = await list_runs(
                 sub,
-                first_wait=0.5,
+                wait=0.5,
                 settle=0.2,
                 max_records=100_000,
                 idle=self.subscriber.idle_timeout or 3600,
                 now=now,
             )
-            cached = self._runs_cache = (now, runs)
+            cached = self._runs_cache = (now, [r.to_dict() for r in runs])
         allowed = [r for r in cached[1] if await self._allowed(request, r["run_id"])]
         return JSONResponse({"runs": allowed[:limit]})
 

@@ -1,41 +1,64 @@
-"""Run and trace aggregation: what ``eventbus runs`` and ``eventbus trace`` show, as plain
-data, for the command line and any other front end (an HTTP gateway) alike.
+"""Run inspection: what ``Subscriber.runs``/``status``/``groups``/``dead_letters`` and
+``eventbus runs``/``trace``/``groups``/``dead-letters`` show, for the command line and
+any other front end (the HTTP gateway) alike.
 
-* :func:`list_runs` reads a namespace through an ephemeral consumer group and aggregates
-  its records per run (:func:`aggregate_runs`);
-* :func:`trace_run` follows one run and builds its run tree (:func:`build_trace`).
+Every function here only reads: the group stream without a group (``Transport.tap``),
+a run's stream (``Transport.follow``), what the broker says of its groups. Nothing is
+created on the broker, so a reader killed at any moment leaves nothing behind.
+
+* :func:`list_runs` reads the namespace's retained frames and aggregates them per run
+  (:class:`RunInfo`); :func:`run_status` reads one run's stream;
+* :func:`trace_run` follows one run and builds its run tree (:func:`build_trace`);
+* :func:`dead_letters` decodes a group's dead letters (:class:`DecodedDeadLetter`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from ._exceptions import RemoteRunError, RunCancelledError, SequenceGapError, WorkerLostError
-from ._subscriber import Subscriber
+from ._exceptions import (
+    DecodeError,
+    RemoteRunError,
+    RunCancelledError,
+    SequenceGapError,
+    WorkerLostError,
+)
+from ._wire import Cancelled, End, Envelope, Event, Failed, Heartbeat, Record
+from .transports import Entry, GroupInfo
+
+if TYPE_CHECKING:
+    from ._subscriber import Message, Subscriber
 
 __all__ = [
-    "aggregate_runs",
+    "DeadRecord",
+    "DecodedDeadLetter",
+    "RunInfo",
+    "RunState",
+    "RunTally",
     "build_trace",
-    "drop_group",
+    "dead_letters",
+    "list_groups",
     "list_runs",
-    "read_group",
+    "run_status",
+    "tap_messages",
     "trace_run",
 ]
 
 StreamEvent = dict[str, Any]
-Record = tuple[str, str, int, float, StreamEvent | None, str | None]
+
+RunState = Literal["running", "ended", "failed", "cancelled", "lost", "unknown"]
 
 
 def build_trace(
     run_id: str,
     items: Sequence[tuple[float, StreamEvent]],
-    status: str = "done",
+    status: str = "ended",
     error: str | None = None,
 ) -> dict[str, Any]:
     """The run tree of a run's events ``(ts, event)``, as plain data.
@@ -43,7 +66,7 @@ def build_trace(
     Each node: ``run_id``, ``name``, ``run_type`` (from ``on_<type>_start``),
     ``parent_id``, ``start``/``end`` (the worker's clock when the events were emitted),
     ``duration``, ``tokens`` (``on_chat_model_stream``/``on_llm_stream`` chunks),
-    ``custom_events``, ``events``, ``error``, ``ended``, ``children``.
+    ``custom_events``, ``events``, ``error``, ``ended``, ``failed``, ``children``.
     """
     nodes: dict[str, dict[str, Any]] = {}
     roots: list[dict[str, Any]] = []
@@ -67,6 +90,7 @@ def build_trace(
                 "events": 0,
                 "error": None,
                 "ended": False,
+                "failed": False,
                 "children": [],
             }
             parent = nodes.get(node["parent_id"]) if node["parent_id"] else None
@@ -86,7 +110,8 @@ def build_trace(
             node["ended"] = True
             if kind.endswith("_error"):
                 data = event.get("data") or {}
-                node["error"] = repr(data.get("error")) if isinstance(data, dict) else "error"
+                node["error"] = _error_text(data.get("error") if isinstance(data, dict) else None)
+                node["failed"] = True
     started = items[0][0] if items else None
     ended = items[-1][0] if items else None
     return {
@@ -102,6 +127,12 @@ def build_trace(
     }
 
 
+def _error_text(error: Any) -> str:
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    return str(error) if error is not None else "error"
+
+
 async def trace_run(sub: Subscriber, run_id: str) -> dict[str, Any]:
     """Follow run ``run_id`` to its end and return its :func:`build_trace`; a run that
     failed, was cancelled, lost its worker or events gets that ``status`` and ``error``.
@@ -111,134 +142,377 @@ async def trace_run(sub: Subscriber, run_id: str) -> dict[str, Any]:
         TransportError: the broker could not be used.
     """
     items: list[tuple[float, StreamEvent]] = []
-    status, error = "done", None
+    status, error = "ended", None
     try:
         async with contextlib.aclosing(sub.follow(run_id)) as follow:
             async for item in follow:
                 items.append((item.ts, item.event))
     except RemoteRunError as exc:
-        status, error = "failed", str(exc)
+        status, error = "failed", f"{exc.type_name}: {exc.message}"
     except RunCancelledError as exc:
         status, error = "cancelled", str(exc)
     except WorkerLostError as exc:
         status, error = "lost", str(exc)
     except SequenceGapError as exc:
         status, error = "gap", str(exc)
-    return build_trace(run_id, items, status, error)
+    trace = build_trace(run_id, items, status, error)
+    if status == "failed":
+        _mark_failed(trace["tree"], error)
+    return trace
 
 
-def aggregate_runs(
-    messages: Sequence[tuple[str, str, int, float, StreamEvent | None, str | None]],
-    *,
-    now: float,
-    idle: float,
-) -> list[dict[str, Any]]:
-    """Per run, from group records ``(kind, run_id, seq, ts, event, error)`` in the order
-    they were read: status, name, start, duration, event count. Newest first.
+def _mark_failed(nodes: list[dict[str, Any]], error: str | None) -> None:
+    """In a failed run, the nodes that did not end are the ones the error went through:
+    each gets ``failed``, the innermost (where it was raised, as far as the events
+    tell) also the ``error``, unless an error event of its own already named one."""
+    innermost: dict[str, Any] | None = None
+    pending = list(nodes)
+    while pending:
+        node = pending.pop()
+        if not node["ended"]:
+            node["failed"] = True
+            if innermost is None or node["start"] >= innermost["start"]:
+                innermost = node
+        pending.extend(node["children"])
+    if innermost is not None and innermost["error"] is None:
+        innermost["error"] = error
 
-    ``abandoned``: no terminal record and the last record older than ``idle`` seconds.
-    ``partial``: the first retained record is not the run's first (trimmed by retention).
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the broker still holds of one run.
+
+    ``status``: ``running``; ``ended``, ``failed``, ``cancelled`` (its last record);
+    ``lost`` (no last record, and nothing from its worker, not even a heartbeat, for
+    ``idle`` seconds); ``unknown`` (nothing retained of it). ``started``/``last``: the
+    worker's clock (``time.time()``) at its first and latest record read; ``duration``
+    between them (up to its end for a finished run). ``error``: why it failed or was
+    cancelled (``error_type``: the exception's class for a failed run). ``partial``: its
+    first records were trimmed by retention, so ``events`` counts what remains.
     """
-    runs: dict[str, dict[str, Any]] = {}
-    seen: set[tuple[str, int]] = set()
-    for kind, run_id, seq, ts, event, error in messages:
-        if (run_id, seq) in seen:  # redelivered (at-least-once)
-            continue
-        seen.add((run_id, seq))
-        run = runs.get(run_id)
-        if run is None:
-            run = runs[run_id] = {
-                "run_id": run_id,
-                "name": None,
-                "status": "running",
-                "started": ts,
-                "last": ts,
-                "duration": None,
-                "events": 0,
-                "partial": seq > 1,
-                "error": None,
-            }
-        run["started"] = min(run["started"], ts)
-        run["last"] = max(run["last"], ts)
-        if kind == "event":
-            run["events"] += 1
+
+    run_id: str
+    status: RunState
+    name: str | None = None
+    started: float | None = None
+    last: float | None = None
+    duration: float | None = None
+    events: int = 0
+    error: str | None = None
+    error_type: str | None = None
+    partial: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """As plain JSON-able data (the ``--json`` and HTTP form)."""
+        return {
+            "run_id": self.run_id,
+            "name": self.name,
+            "status": self.status,
+            "started": self.started,
+            "last": self.last,
+            "duration": self.duration,
+            "events": self.events,
+            "error": self.error,
+            "error_type": self.error_type,
+            "partial": self.partial,
+        }
+
+
+@dataclass
+class RunTally:
+    """Folds one run's records, in the order read, into a :class:`RunInfo`."""
+
+    run_id: str
+    name: str | None = None
+    started: float | None = None
+    last: float | None = None
+    events: int = 0
+    first_seq: int | None = None
+    terminal: RunState | None = None
+    error: str | None = None
+    error_type: str | None = None
+    seen: set[int] = field(default_factory=set)
+
+    def add(self, record: Record) -> None:
+        ts = record.ts
+        if ts:
+            self.started = ts if self.started is None else min(self.started, ts)
+            self.last = ts if self.last is None else max(self.last, ts)
+        if type(record) is Heartbeat:
+            return
+        if record.seq in self.seen:  # (a publish retry, a redelivery)
+            return
+        self.seen.add(record.seq)
+        if self.first_seq is None or record.seq < self.first_seq:
+            self.first_seq = record.seq
+        if type(record) is Event:
+            self.events += 1
+            event = record.event
             if (
-                run["name"] is None
-                and event is not None
-                and event.get("run_id") == run_id
+                self.name is None
+                and isinstance(event, dict)
+                and event.get("run_id") == self.run_id
                 and str(event.get("event", "")).endswith("_start")
             ):
-                run["name"] = event.get("name")
+                self.name = str(event.get("name", ""))
+        elif type(record) is End:
+            self.terminal = "ended"
+        elif type(record) is Failed:
+            self.terminal = "failed"
+            self.error, self.error_type = record.message, record.type
+        elif type(record) is Cancelled:
+            self.terminal = "cancelled"
+            self.error = record.reason
+
+    def info(self, *, now: float, idle: float) -> RunInfo:
+        status: RunState
+        if self.terminal is not None:
+            status = self.terminal
+        elif self.last is None:
+            status = "unknown"
+        elif now - self.last > idle:
+            status = "lost"
+            self.error = f"nothing from its worker for {now - self.last:.0f}s"
         else:
-            run["status"] = {"end": "done", "error": "failed"}.get(kind, "cancelled")
-            run["error"] = error
-    for run in runs.values():
-        if run["status"] == "running" and now - run["last"] > idle:
-            run["status"] = "abandoned"
-        run["duration"] = run["last"] - run["started"]
-    return sorted(runs.values(), key=lambda r: r["started"], reverse=True)
+            status = "running"
+        started, last = self.started, self.last
+        return RunInfo(
+            self.run_id,
+            status,
+            self.name,
+            started,
+            last,
+            (last - started) if started is not None and last is not None else None,
+            self.events,
+            self.error,
+            self.error_type,
+            (self.first_seq or 1) > 1,
+        )
 
 
-async def read_group(
-    sub: Subscriber, group: str, *, first_wait: float, settle: float, limit: int
-) -> list[Record]:
-    """Read a new group from the first retained record until it has been quiet for
-    ``settle`` seconds (``first_wait`` for the first record) or ``limit`` records."""
-    out: list[Record] = []
-    messages = sub.consume(group, "cli", start="first")
+async def _read_quietly(
+    entries: AsyncIterator[Entry], *, first_wait: float, settle: float
+) -> AsyncGenerator[Entry, None]:
+    """``entries`` until none arrives for ``settle`` seconds (``first_wait`` for the
+    first): what a stream holds now, as far as a reader can tell without a length."""
+    got = False
     try:
-        while len(out) < limit:
+        while True:
             try:
-                with anyio.fail_after(first_wait if not out else settle):
-                    msg = await messages.__anext__()
+                with anyio.fail_after(settle if got else first_wait):
+                    entry = await entries.__anext__()
             except (TimeoutError, StopAsyncIteration):
-                break
-            out.append(
-                (
-                    msg.kind,
-                    msg.run_id,
-                    msg.seq,
-                    msg.ts,
-                    msg.event,
-                    None if msg.error is None else str(msg.error),
-                )
-            )
-            await msg.ack()
+                return
+            got = True
+            yield entry
     finally:
-        with contextlib.suppress(Exception):
-            await messages.aclose()
-    return out
+        await _aclose(entries)
 
 
-async def drop_group(sub: Subscriber, group: str) -> None:
-    """Best effort: remove an ephemeral consumer group, so that every read of a namespace
-    does not leave one behind on the broker."""
-    with contextlib.suppress(Exception), anyio.fail_after(5):
-        await sub.delete_group(group)
+def _decoded(sub: Subscriber, data: bytes, run_id: str | None) -> Envelope | None:
+    """The frame, or None for one the subscriber rejects (counted in its stats)."""
+    try:
+        return sub._decode(data, run_id)
+    except DecodeError:
+        return None
+
+
+async def run_status(
+    sub: Subscriber,
+    run_id: str,
+    *,
+    wait: float = 1.0,
+    settle: float = 0.3,
+    idle: float | None = None,
+    now: float | None = None,
+) -> RunInfo:
+    """The run's :class:`RunInfo`, read from its stream (waiting up to ``wait`` seconds
+    for a first record, then until its last record or ``settle`` seconds without one).
+    ``idle``: a run silent this long is ``lost`` (default: the subscriber's
+    ``idle_timeout``, else 30).
+
+    Raises:
+        TransportError: the broker could not be used.
+    """
+    tally = RunTally(run_id)
+    reads = _read_quietly(sub._transport.follow(run_id), first_wait=wait, settle=settle)
+    async with contextlib.aclosing(reads) as entries:
+        async for entry in entries:
+            envelope = _decoded(sub, entry.data, run_id)
+            if envelope is None:
+                continue
+            for record in envelope.records:
+                tally.add(record)
+            if tally.terminal is not None:
+                break
+    idle = idle if idle is not None else sub.idle_timeout or 30.0
+    return tally.info(now=time.time() if now is None else now, idle=idle)
 
 
 async def list_runs(
     sub: Subscriber,
     *,
-    first_wait: float,
-    settle: float,
-    max_records: int,
-    idle: float,
+    wait: float = 1.0,
+    settle: float = 0.5,
+    max_records: int = 100_000,
+    idle: float = 30.0,
     now: float | None = None,
-) -> tuple[list[dict[str, Any]], int]:
-    """The runs of the subscriber's namespace (newest first, see :func:`aggregate_runs`)
-    and how many records were read, through an ephemeral group (see :func:`read_group`),
-    deleted afterwards.
+) -> tuple[list[RunInfo], int]:
+    """The runs of the subscriber's namespace, newest first, and how many records were
+    read: the group stream from its oldest retained frame (``Transport.tap``: no group,
+    nothing created), until ``settle`` seconds without a frame (``wait`` for the first)
+    or ``max_records``. Heartbeats do not reach the group stream: a run silent for
+    ``idle`` seconds is ``lost``.
 
     Raises:
         TransportError: the broker could not be used.
     """
-    group = f"eventbus-runs-{uuid.uuid4().hex[:12]}"
+    tallies: dict[str, RunTally] = {}
+    count = 0
+    reads = _read_quietly(sub._transport.tap("first"), first_wait=wait, settle=settle)
+    async with contextlib.aclosing(reads) as entries:
+        async for entry in entries:
+            envelope = _decoded(sub, entry.data, None)
+            if envelope is None:
+                continue
+            tally = tallies.get(envelope.run)
+            if tally is None:
+                tally = tallies[envelope.run] = RunTally(envelope.run)
+            for record in envelope.records:
+                tally.add(record)
+                count += type(record) is not Heartbeat
+            if count >= max_records:
+                break
+    at = time.time() if now is None else now
+    runs = [t.info(now=at, idle=idle) for t in tallies.values()]
+    runs.sort(key=lambda r: r.started or 0.0, reverse=True)
+    return runs, count
+
+
+class _NoAck:
+    """What a message read without a group settles with: nothing to settle."""
+
+    async def ack(self) -> None:
+        return None
+
+    async def reject(self, reason: str) -> None:
+        return None
+
+
+async def tap_messages(
+    sub: Subscriber, start: Literal["first", "new"]
+) -> AsyncGenerator[Message, None]:
+    """Every record of every run of the namespace as :class:`eventbus.Message`, read
+    without a group (``Transport.tap``: nothing created, nothing left behind); their
+    ``ack``/``reject`` do nothing. Frames the subscriber rejects are skipped (counted).
+
+    Raises:
+        TransportError: the broker could not be used.
+    """
+    from ._subscriber import Message, _FrameAck
+
+    entries = sub._transport.tap(start)
     try:
-        records = await read_group(
-            sub, group, first_wait=first_wait, settle=settle, limit=max_records
-        )
+        async for entry in entries:
+            envelope = _decoded(sub, entry.data, None)
+            if envelope is None:
+                continue
+            for record in envelope.records:
+                if type(record) is Heartbeat:
+                    continue
+                kind, event, error = _record_kind(envelope.run, record)
+                frame = _FrameAck(_NoAck(), 1)  # type: ignore[arg-type]
+                yield Message(
+                    kind, envelope.run, record.seq, event, error, False, frame, ts=record.ts
+                )
     finally:
-        await drop_group(sub, group)
-    runs = aggregate_runs(records, now=time.time() if now is None else now, idle=idle)
-    return runs, len(records)
+        await _aclose(entries)
+
+
+def _record_kind(run_id: str, record: Record) -> tuple[Any, StreamEvent | None, Any]:
+    """(kind, event, error) of a record other than a heartbeat, as Message has them."""
+    from ._subscriber import _terminal_error
+
+    if type(record) is Event:
+        return "event", record.event, None
+    error = _terminal_error(run_id, record)
+    kind = {Failed: "error", Cancelled: "cancelled"}.get(type(record), "end")
+    return kind, None, error
+
+
+async def _aclose(iterator: Any) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
+async def list_groups(sub: Subscriber) -> list[GroupInfo]:
+    """The namespace's consumer groups (see :class:`eventbus.transports.GroupInfo`): a
+    read, nothing is created.
+
+    Raises:
+        TransportError: the broker could not be used.
+    """
+    return await sub._transport.groups()
+
+
+@dataclass(frozen=True)
+class DeadRecord:
+    """One record of a dead-lettered frame, decoded: ``kind`` as for
+    :class:`eventbus.Message` (``event``, ``end``, ``error``, ``cancelled``), its ``seq``,
+    the ``event`` (kind ``event``) or the ``error``'s text."""
+
+    kind: str
+    seq: int
+    event: StreamEvent | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DecodedDeadLetter:
+    """A frame a consumer group gave up on, decoded as the group's consumers decode it.
+
+    ``position``, ``data``, ``reason`` (why the group gave up on it) and ``deliveries``
+    as in :class:`eventbus.DeadLetter`; ``run_id`` and ``records`` (a frame packs
+    several) once decoded; ``decode_error``: why the subscriber refuses the frame
+    (forged, malformed, unsigned...), which then has no records.
+    """
+
+    position: str
+    data: bytes
+    reason: str
+    deliveries: int
+    run_id: str | None = None
+    records: tuple[DeadRecord, ...] = ()
+    decode_error: str | None = None
+
+
+async def dead_letters(sub: Subscriber, group: str, *, count: int = 100) -> list[DecodedDeadLetter]:
+    """The group's oldest ``count`` dead letters, decoded (see :class:`DecodedDeadLetter`).
+
+    Raises:
+        ConfigurationError: a bad group name.
+        TransportError: the broker could not be used.
+    """
+    from .transports import check_name
+
+    check_name("group", group)
+    out: list[DecodedDeadLetter] = []
+    for dead in await sub._transport.dead_letters(group, count=count):
+        where = (dead.position, dead.data, dead.reason, dead.deliveries)
+        try:
+            envelope = sub._decode(dead.data, None)
+        except DecodeError as exc:
+            out.append(DecodedDeadLetter(*where, decode_error=str(exc)))
+            continue
+        records = []
+        for record in envelope.records:
+            if type(record) is Heartbeat:
+                continue
+            kind, event, error = _record_kind(envelope.run, record)
+            records.append(
+                DeadRecord(kind, record.seq, event, None if error is None else str(error))
+            )
+        out.append(DecodedDeadLetter(*where, envelope.run, tuple(records)))
+    return out

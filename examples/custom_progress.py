@@ -54,7 +54,7 @@ async def follow(sub: eventbus.Subscriber, run_id: str) -> list[dict[str, Any]]:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("EVENTBUS_URL", "redis://localhost:6379/0"))
-    parser.add_argument("--namespace", default=os.environ.get("EVENTBUS_NAMESPACE", "demo"))
+    parser.add_argument("--namespace", default=os.environ.get("EVENTBUS_NAMESPACE", "default"))
     args = parser.parse_args()
     run_id = str(uuid.uuid4())
 

@@ -65,7 +65,7 @@ def answer_question(question: str, run_id: str, *, url: str, namespace: str) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("EVENTBUS_URL", "redis://localhost:6379/0"))
-    parser.add_argument("--namespace", default=os.environ.get("EVENTBUS_NAMESPACE", "demo"))
+    parser.add_argument("--namespace", default=os.environ.get("EVENTBUS_NAMESPACE", "default"))
     parser.add_argument("--run-id", default=str(uuid.uuid4()))
     parser.add_argument("--question", default="Can sync workers publish?")
     args = parser.parse_args()

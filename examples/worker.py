@@ -20,7 +20,7 @@ import eventbus
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("EVENTBUS_URL", "redis://localhost:6379/0"))
-    parser.add_argument("--namespace", default=os.environ.get("EVENTBUS_NAMESPACE", "demo"))
+    parser.add_argument("--namespace", default=os.environ.get("EVENTBUS_NAMESPACE", "default"))
     parser.add_argument("--run-id", default=str(uuid.uuid4()))
     parser.add_argument("--graph", action="store_true", help="run the LangGraph graph instead")
     args = parser.parse_args()

@@ -20,11 +20,12 @@ import msgspec
 import pytest
 from conftest import broker_url
 from langchain_core.callbacks.manager import adispatch_custom_event
+from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableLambda
 from rich.console import Console
 
 import eventbus
-from eventbus._cli import aggregate_runs, build_trace
+from eventbus._runs import RunTally, build_trace
 from eventbus._cli_render import RunView, runs_table, trace_tree
 from eventbus._demo import ANSWER, CHAIN_ANSWER, chat_chain, research_graph
 from eventbus._wire import End, Event, encode_envelope
@@ -313,7 +314,7 @@ def test_trace_json_is_the_run_tree(kind: str, namespace: str) -> None:
     result = cli("trace", run_id, "--url", url, "--namespace", namespace, "--json")
     assert result.returncode == 0, result.stderr
     trace = msgspec.json.decode(result.stdout)
-    assert trace["status"] == "done" and trace["events"] == published
+    assert trace["status"] == "ended" and trace["events"] == published
     (root,) = trace["tree"]
     assert (root["run_id"], root["name"], root["run_type"]) == (run_id, "ask_chain", "chain")
     children = {c["name"]: c for c in root["children"]}
@@ -341,7 +342,7 @@ def test_runs_lists_status_and_counts(kind: str, namespace: str) -> None:
     runs = {r["run_id"]: r for r in json_lines(result.stdout)}
     assert set(runs) == {ok_id, bad_id}
     assert (runs[ok_id]["status"], runs[ok_id]["events"], runs[ok_id]["name"]) == (
-        "done",
+        "ended",
         ok_events,
         "ask_chain",
     )
@@ -352,7 +353,7 @@ def test_runs_lists_status_and_counts(kind: str, namespace: str) -> None:
     table = cli("runs", *common)
     assert table.returncode == 0, table.stderr
     assert ok_id in table.stdout and bad_id in table.stdout
-    assert "done" in table.stdout and "failed" in table.stdout
+    assert "ended" in table.stdout and "failed" in table.stdout
 
 
 @pytest.mark.redis
@@ -494,7 +495,9 @@ def test_run_view_renders_tokens_progress_and_tools(live: bool) -> None:
             view.handle(event)
         view.ended(events[-1]["run_id"])
     text = console.export_text()
-    assert ANSWER in text and CHAIN_ANSWER in text
+    flat = " ".join(text.split())  # (the streamed answers wrap at width 100)
+    assert ANSWER in flat and CHAIN_ANSWER in flat
+    assert 'tool search_notes({"topic":"bees"})' in text  # tool inputs as JSON
     assert "5/5" in text and "note 5" in text
     assert "3/3" in text and "reading source 3" in text
     assert "tool search_notes" in text and "3 field notes on bees" in text
@@ -502,6 +505,26 @@ def test_run_view_renders_tokens_progress_and_tools(live: bool) -> None:
         assert "3/5" in text and "note 3" in text
     # the tree: the model is indented under its node
     assert "\n    ▸ writer-model  chat_model" in text
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["lines", "live-area"])
+def test_streamed_tokens_wrap_at_word_boundaries_at_their_indent(live: bool) -> None:
+    words = [f"word{i:02d}" for i in range(40)] + ["x" * 50]
+    console = Console(record=True, width=40, file=io.StringIO())
+    with RunView(console, live=live) as view:
+        model = {"run_id": "m", "name": "model", "parent_ids": ["r", "g"]}
+        view.handle({**model, "event": "on_chat_model_start", "data": {}})
+        for i, word in enumerate(words):
+            chunk = AIMessageChunk(content=("" if i == 0 else " ") + word)
+            view.handle({**model, "event": "on_chat_model_stream", "data": {"chunk": chunk}})
+        view.handle({**model, "event": "on_chat_model_end", "data": {}})
+    text = console.export_text()
+    lines = [line for line in text.splitlines() if "word" in line]
+    assert len(lines) > 5
+    assert all(len(line) <= 40 and line.startswith("    word") for line in lines), lines
+    assert " ".join(" ".join(lines).split()) == " ".join(words[:-1])  # no word cut
+    # a word longer than a line is broken, not lost
+    assert "".join(line.strip() for line in text.splitlines() if "xx" in line) == "x" * 50
 
 
 def test_run_view_highlights_errors() -> None:
@@ -529,21 +552,17 @@ def test_trace_and_runs_render() -> None:
     trace = build_trace(events[0]["run_id"], [(float(i), e) for i, e in enumerate(events)])
     console = Console(record=True, width=120, file=io.StringIO())
     console.print(trace_tree(trace))
-    runs = aggregate_runs(
-        [
-            ("event", "a", 1, 100.0, events[0], None),
-            ("end", "a", 2, 101.5, None, None),
-            ("event", "b", 3, 50.0, None, None),
-        ],
-        now=200.0,
-        idle=30.0,
-    )
-    assert [(r["run_id"], r["status"], r["partial"]) for r in runs] == [
-        ("a", "done", False),
-        ("b", "abandoned", True),
+    ended, silent = RunTally("a"), RunTally("b")
+    ended.add(Event(1, 100.0, {**events[0], "run_id": "a"}))
+    ended.add(End(2, 101.5))
+    silent.add(Event(3, 50.0, {**events[0], "run_id": "x"}))
+    runs = [t.info(now=200.0, idle=30.0).to_dict() for t in (ended, silent)]
+    assert [(r["run_id"], r["name"], r["status"], r["partial"]) for r in runs] == [
+        ("a", "ask_chain", "ended", False),
+        ("b", None, "lost", True),
     ]
     console.print(runs_table(runs, "runs"))
     text = console.export_text()
     assert "ask_chain  chain" in text and "chat-model  chat_model" in text
     assert f"{trace['tokens']} tokens" in text and "3 custom events" in text
-    assert "abandoned" in text and "1.50 s" in text
+    assert "lost" in text and "1.50 s" in text

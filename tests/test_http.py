@@ -417,7 +417,7 @@ async def test_bad_input(namespace: str) -> None:
             assert (status["run_id"], status["status"]) == (run_id, "success")
             runs = (await client.get("/runs")).json()["runs"]
             assert [r["run_id"] for r in runs] == [run_id]
-            assert runs[0]["status"] == "done"
+            assert runs[0]["status"] == "ended"
     assert run_id in calls
     await gateway.aclose()
 

@@ -1,0 +1,276 @@
+"""``eventbus runs``, ``groups``, ``dead-letters``, ``cancel``, ``delete-namespace``,
+``serve``, ``forward`` and the demo's entry points: operating a namespace.
+
+Every inspection command only reads (nothing is created on the broker); the library
+does the aggregation (:mod:`eventbus._runs`), this module prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from ._cli_base import (
+    CliError,
+    check_url,
+    console,
+    err,
+    render,
+    run_async,
+    run_key,
+    subscriber,
+    write_json,
+)
+from .transports import redact_url
+
+__all__ = [
+    "cancel",
+    "delete_namespace",
+    "demo",
+    "forward",
+    "groups",
+    "list_dead_letters",
+    "runs",
+    "serve",
+]
+
+
+def _where(args: argparse.Namespace) -> str:
+    return f"namespace {args.namespace!r} on {redact_url(args.url)}"
+
+
+async def runs(args: argparse.Namespace) -> int:
+    from ._runs import list_runs
+
+    async with subscriber(args) as sub:
+        found, _ = await list_runs(
+            sub, wait=args.wait, settle=args.settle, max_records=args.max_records, idle=args.idle
+        )
+    shown = [r.to_dict() for r in found[: args.limit]]
+    if args.json:
+        for run in shown:
+            write_json(run)
+        return 0
+    out = console()
+    if not shown:
+        out.print(
+            f"no runs in {_where(args)} (another namespace? `--namespace NS`, or "
+            "EVENTBUS_NAMESPACE)"
+        )
+        return 0
+    out.print(render().runs_table(shown, f"runs in {_where(args)}"))
+    return 0
+
+
+async def groups(args: argparse.Namespace) -> int:
+    from ._runs import list_groups
+
+    async with subscriber(args) as sub:
+        found = await list_groups(sub)
+    rows = [
+        {
+            "name": g.name,
+            "consumers": g.consumers,
+            "pending": g.pending,
+            "lag": g.lag,
+            "dead_letters": g.dead_letters,
+        }
+        for g in found
+    ]
+    if args.json:
+        for row in rows:
+            write_json(row)
+        return 0
+    out = console()
+    if not rows:
+        out.print(f"no consumer groups in {_where(args)}")
+        return 0
+    out.print(render().groups_table(rows, f"consumer groups in {_where(args)}"))
+    return 0
+
+
+async def list_dead_letters(args: argparse.Namespace) -> int:
+    from ._jsonable import to_jsonable
+    from ._runs import dead_letters
+
+    async with subscriber(args) as sub:
+        dead = await dead_letters(sub, args.group, count=args.limit)
+    if args.json:
+        for letter in dead:
+            write_json(
+                {
+                    "position": letter.position,
+                    "reason": letter.reason,
+                    "deliveries": letter.deliveries,
+                    "run_id": letter.run_id,
+                    "decode_error": letter.decode_error,
+                    "records": [
+                        {
+                            "kind": r.kind,
+                            "seq": r.seq,
+                            "event": None if r.event is None else to_jsonable(r.event),
+                            "error": r.error,
+                        }
+                        for r in letter.records
+                    ],
+                }
+            )
+        return 0
+    out = console()
+    if not dead:
+        out.print(f"no dead letters in group {args.group!r} of {_where(args)}")
+        return 0
+    out.print(render().dead_letters_text(dead, f"dead letters of group {args.group!r}"))
+    return 0
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    from ._control import cancel_run
+
+    run_id = run_key(args.run_id)
+    async with subscriber(args) as sub:
+        result = await cancel_run(sub, run_id, args.reason, timeout=args.timeout)
+    status = result.status
+    messages = {
+        "cancelled": f"run {run_id}: cancelled by worker {result.worker}",
+        "refused": f"run {run_id}: its worker {result.worker} cannot cancel it (no task)",
+        "finished": f"run {run_id} had already ended: {status.status}"
+        + (f" ({status.error})" if status.error else ""),
+        "unknown": f"run {run_id} is unknown in {_where(args)}: never started, or expired",
+        "no_worker": f"run {run_id} has not ended and no worker answered within "
+        f"{args.timeout:g}s: its worker is gone",
+    }
+    if args.json:
+        write_json(
+            {
+                "run_id": run_id,
+                "outcome": result.outcome,
+                "worker": result.worker,
+                "status": status.to_dict(),
+            }
+        )
+    else:
+        print(messages[result.outcome], flush=True)
+    # 0: it was cancelled, or there is nothing left to cancel; 1: it goes on
+    return 1 if result.outcome in ("refused", "no_worker") else 0
+
+
+def delete_namespace(args: argparse.Namespace) -> int:
+    args.namespace = args.namespace_to_delete
+    check_url(args.url)
+    where = _where(args)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError(f"deleting {where} needs --yes when stdin is not a terminal")
+        answer = input(
+            f"Delete every run, group and dead letter of {where}? Type the namespace to confirm: "
+        )
+        if answer.strip() != args.namespace:
+            err("not deleted")
+            return 2
+    return run_async(_delete_namespace)(args)
+
+
+async def _delete_namespace(args: argparse.Namespace) -> int:
+    from .transports import open_transport
+
+    transport: Any = open_transport(args.url, args.namespace)
+    remove = getattr(transport, "delete_namespace", None)
+    if remove is None:
+        raise CliError(f"{redact_url(args.url)}: this transport cannot delete a namespace")
+    await transport.connect()
+    try:
+        await remove()
+    finally:
+        await transport.aclose()
+    print(f"deleted {_where(args)}", flush=True)
+    return 0
+
+
+# -- the HTTP gateway and webhooks --------------------------------------------------------
+
+
+def serve(args: argparse.Namespace) -> int:
+    check_url(args.url)
+    try:
+        from . import _http
+    except ImportError as exc:
+        raise CliError(
+            f"eventbus serve needs the http extra: pip install 'eventbus[http]' ({exc})"
+        ) from None
+
+    def ready(port: int) -> None:
+        print(
+            f"eventbus gateway: http://{args.host}:{port}/ namespace {args.namespace!r} on "
+            f"{redact_url(args.url)}; Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    logging.basicConfig(level=logging.WARNING, format="eventbus: %(message)s")
+    asyncio.run(
+        _http.serve(
+            args.url,
+            args.namespace,
+            host=args.host,
+            port=args.port,
+            ready=ready,
+            cors_origins=args.cors,
+            start_timeout=args.wait,
+            include_traceback=args.traceback,
+            page=args.page,
+        )
+    )
+    return 0
+
+
+def forward(args: argparse.Namespace) -> int:
+    check_url(args.url)
+    if not args.secret:
+        raise CliError("eventbus forward needs --secret (or EVENTBUS_WEBHOOK_SECRET)")
+    try:
+        from ._webhooks import WebhookForwarder
+    except ImportError as exc:
+        raise CliError(
+            f"eventbus forward needs the http extra: pip install 'eventbus[http]' ({exc})"
+        ) from None
+    forwarder = WebhookForwarder(
+        args.url,
+        args.namespace,
+        group=args.group,
+        to=args.to,
+        secret=args.secret,
+        start=args.start,
+        terminal_only=args.terminal_only,
+        max_attempts=args.max_attempts,
+    )
+    print(
+        f"eventbus forward: namespace {args.namespace!r} on {redact_url(args.url)}, group "
+        f"{args.group!r} -> {args.to}; Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    logging.basicConfig(level=logging.WARNING, format="eventbus: %(message)s")
+    asyncio.run(forwarder.run())
+    return 0
+
+
+# -- the demo (its harness is in _demo.py) -------------------------------------------------
+
+
+def demo(args: argparse.Namespace) -> int:
+    if args.command in ("demo", "_demo-live"):
+        render()  # they render: the install hint before anything starts
+    from . import _demo
+
+    entry = {
+        "demo": _demo.demo,
+        "_demo-worker": _demo.demo_worker,
+        "_demo-live": _demo.demo_live,
+        "_demo-audit": _demo.demo_audit,
+    }[args.command]
+    code: int = entry(args)
+    return code
