@@ -121,6 +121,8 @@ async def _show_run(
 
 async def _follow_run(args: argparse.Namespace, run_id: str, after: str | None) -> int:
     keep = _filter(args)
+    if human(args):
+        render()  # (the install hint now, not once the run has begun)
     last = [after or ""]
     async with subscriber(args, start_timeout=_wait(args.wait)) as sub:
         # connected: from here on, a run that starts is followed from its first event (a
@@ -207,6 +209,8 @@ async def _tail_namespace(args: argparse.Namespace) -> int:
     default, read without any group (nothing is created, so nothing is left behind)."""
     keep_for: dict[str, Keep | None] = {}
     _filter(args)  # (bad --types fail before connecting)
+    if human(args):
+        render()
     view: RunView | None = None
     async with contextlib.AsyncExitStack() as stack:
         if human(args):
@@ -273,6 +277,8 @@ async def trace(args: argparse.Namespace) -> int:
     from ._runs import trace_run
 
     run_id = run_key(args.run_id)
+    if not args.json:
+        render()
     async with subscriber(args, start_timeout=_wait(args.wait)) as sub:
         try:
             result = await trace_run(sub, run_id)

@@ -43,6 +43,8 @@ def _where(args: argparse.Namespace) -> str:
 
 
 async def runs(args: argparse.Namespace) -> int:
+    if not args.json:
+        render()  # (the install hint before any broker work)
     from ._runs import list_runs
 
     async with subscriber(args) as sub:
@@ -66,6 +68,8 @@ async def runs(args: argparse.Namespace) -> int:
 
 
 async def groups(args: argparse.Namespace) -> int:
+    if not args.json:
+        render()  # (the install hint before any broker work)
     from ._runs import list_groups
 
     async with subscriber(args) as sub:
@@ -93,6 +97,8 @@ async def groups(args: argparse.Namespace) -> int:
 
 
 async def list_dead_letters(args: argparse.Namespace) -> int:
+    if not args.json:
+        render()  # (the install hint before any broker work)
     from ._jsonable import to_jsonable
     from ._runs import dead_letters
 

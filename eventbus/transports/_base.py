@@ -158,8 +158,11 @@ class Transport(Protocol):
     that retries did not cure; passing trouble (a dropped connection) is retried inside.
     """
 
-    async def connect(self) -> None:
-        """Reach the broker once, so that a bad URL or credentials fail at once."""
+    async def connect(self, *, declare: bool = True) -> None:
+        """Reach the broker once, so that a bad URL or credentials fail at once.
+
+        ``declare=False``: a reader's connect, which creates nothing on the broker (by
+        default a transport may declare the namespace's topology right away)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -198,7 +198,7 @@ class MemoryTransport:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def connect(self) -> None:
+    async def connect(self, *, declare: bool = True) -> None:
         self._closed = False
 
     async def aclose(self) -> None:

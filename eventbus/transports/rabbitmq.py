@@ -139,8 +139,9 @@ class RabbitMQTransport:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def connect(self) -> None:
-        """Connect once and declare the namespace topology.
+    async def connect(self, *, declare: bool = True) -> None:
+        """Connect once and declare the namespace topology (``declare=False``: only
+        connect; a reader's connect creates nothing).
 
         Raises:
             AuthenticationError: bad credentials or a vhost the user may not use.
@@ -152,6 +153,8 @@ class RabbitMQTransport:
         link.closed = False
         conn = await link.connection(deadline=None)
         self.max_message_bytes = link.options.max_message_size or _default_max_message_size(conn)
+        if not declare:
+            return
         try:
             await link.ensure_topology(conn)
             # the channels publish uses, opened now rather than in front of the first

@@ -305,8 +305,9 @@ class RedisTransport:
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"bad Redis option for {self.safe_url!r}: {exc}") from None
 
-    async def connect(self) -> None:
-        """Connect and PING once.
+    async def connect(self, *, declare: bool = True) -> None:
+        """Connect and PING once (``declare`` changes nothing: Redis keys appear with
+        their first write).
 
         Raises:
             AuthenticationError: the credentials were refused.
