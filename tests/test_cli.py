@@ -25,9 +25,9 @@ from langchain_core.runnables import RunnableLambda
 from rich.console import Console
 
 import eventbus
-from eventbus._runs import RunTally, build_trace
 from eventbus._cli_render import RunView, runs_table, trace_tree
 from eventbus._demo import ANSWER, CHAIN_ANSWER, chat_chain, research_graph
+from eventbus._runs import RunTally, build_trace
 from eventbus._wire import End, Event, encode_envelope
 from eventbus.transports import OutFrame, open_transport
 
