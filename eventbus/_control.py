@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import msgspec
@@ -130,13 +130,16 @@ async def cancel_run(
     keyring = sub._keyring
     request = _Control("cancel", sub.namespace, run_id, uuid.uuid4().hex, 0.0, reason=reason)
     answer: _Control | None = None
-    heard = asyncio.Event()
+    heard, listening = asyncio.Event(), asyncio.Event()
 
     async def listen() -> None:
         nonlocal answer
         messages = transport.signals()
         try:
             async for data in messages:
+                if not data:
+                    listening.set()
+                    continue
                 msg = decode(data, sub.namespace, keyring)
                 if msg is not None and msg.id == request.id and msg.op != "cancel":
                     answer = msg
@@ -148,6 +151,8 @@ async def cancel_run(
     listener = asyncio.ensure_future(listen())
     try:
         with anyio.move_on_after(timeout):
+            # (an answer to a request sent before the listener listens would be lost)
+            await _first(listening, listener)
             while not listener.done():
                 request.at = time.time()
                 await transport.signal(encode(request, keyring))
@@ -172,11 +177,22 @@ async def cancel_run(
     return CancelResult(run_id, "no_worker", status)
 
 
+async def _first(event: asyncio.Event, task: asyncio.Future[None]) -> None:
+    """Until ``event`` is set or ``task`` ends (it failed: raised below)."""
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
 class CancelListener:
     """A publisher's side: answers the cancel requests for the runs it runs.
 
-    ``cancel_run(run_id, reason)`` is the publisher's: True if it cancelled the run,
-    False if it runs it but cannot, None if it does not run it (then nothing answers).
+    ``cancellable(run_id)`` and ``cancel(run_id, reason)`` are the publisher's: the
+    first says True if it can cancel the run, False if it runs it but cannot, None if it
+    does not run it (then nothing answers). The answer goes out before the run is
+    cancelled: a worker whose cancelled run ends its process must not lose it.
     """
 
     def __init__(
@@ -185,13 +201,15 @@ class CancelListener:
         namespace: str,
         producer: str,
         keyring: Keyring | None,
-        cancel_run: Callable[[str, str], bool | None],
+        cancellable: Callable[[str], bool | None],
+        cancel: Callable[[str, str], None],
     ) -> None:
         self._transport = transport
         self._namespace = namespace
         self._producer = producer
         self._keyring = keyring
-        self._cancel_run = cancel_run
+        self._cancellable = cancellable
+        self._cancel = cancel
 
     async def run(self) -> None:
         """Listen until cancelled; broker trouble is logged and outlived."""
@@ -209,10 +227,12 @@ class CancelListener:
                 await _aclose(messages)
 
     async def _handle(self, data: bytes) -> None:
+        if not data:  # (it listens)
+            return
         msg = decode(data, self._namespace, self._keyring)
         if msg is None or msg.op != "cancel":
             return
-        done = self._cancel_run(msg.run, msg.reason or "cancelled remotely")
+        done = self._cancellable(msg.run)
         if done is None:
             return
         reply = _Control(
@@ -223,5 +243,10 @@ class CancelListener:
             time.time(),
             producer=self._producer,
         )
-        with contextlib.suppress(Exception):  # (the caller asks again, or times out)
+        try:
             await self._transport.signal(encode(reply, self._keyring))
+        except Exception as exc:  # (the caller asks again, or times out)
+            logger.warning("could not answer a cancel of run %s: %s", msg.run, exc)
+        finally:
+            if done:
+                self._cancel(msg.run, msg.reason or "cancelled remotely")

@@ -327,7 +327,8 @@ async def run_status(
     now: float | None = None,
 ) -> RunInfo:
     """The run's :class:`RunInfo`, read from its stream (waiting up to ``wait`` seconds
-    for a first record, then until its last record or ``settle`` seconds without one).
+    for a first record, then until its last record, a record written after this call
+    began, or ``settle`` seconds without one).
     ``idle``: a run silent this long is ``lost`` (default: the subscriber's
     ``idle_timeout``, else 30).
 
@@ -335,6 +336,7 @@ async def run_status(
         TransportError: the broker could not be used.
     """
     tally = RunTally(run_id)
+    began = time.time()
     reads = _read_quietly(sub._transport.follow(run_id), first_wait=wait, settle=settle)
     async with contextlib.aclosing(reads) as entries:
         async for entry in entries:
@@ -343,7 +345,8 @@ async def run_status(
                 continue
             for record in envelope.records:
                 tally.add(record)
-            if tally.terminal is not None:
+            # its end, or caught up with it (a busy run is never quiet for ``settle``)
+            if tally.terminal is not None or (tally.last or 0.0) >= began:
                 break
     idle = idle if idle is not None else sub.idle_timeout or 30.0
     return tally.info(now=time.time() if now is None else now, idle=idle)
@@ -360,15 +363,16 @@ async def list_runs(
 ) -> tuple[list[RunInfo], int]:
     """The runs of the subscriber's namespace, newest first, and how many records were
     read: the group stream from its oldest retained frame (``Transport.tap``: no group,
-    nothing created), until ``settle`` seconds without a frame (``wait`` for the first)
-    or ``max_records``. Heartbeats do not reach the group stream: a run silent for
-    ``idle`` seconds is ``lost``.
+    nothing created), until ``settle`` seconds without a frame (``wait`` for the first),
+    a record written after this call began, or ``max_records``. Heartbeats do not reach
+    the group stream: a run silent for ``idle`` seconds is ``lost``.
 
     Raises:
         TransportError: the broker could not be used.
     """
     tallies: dict[str, RunTally] = {}
     count = 0
+    began = time.time()
     reads = _read_quietly(sub._transport.tap("first"), first_wait=wait, settle=settle)
     async with contextlib.aclosing(reads) as entries:
         async for entry in entries:
@@ -381,7 +385,8 @@ async def list_runs(
             for record in envelope.records:
                 tally.add(record)
                 count += type(record) is not Heartbeat
-            if count >= max_records:
+            # enough, or caught up (a busy namespace is never quiet for ``settle``)
+            if count >= max_records or (tally.last or 0.0) >= began:
                 break
     at = time.time() if now is None else now
     runs = [t.info(now=at, idle=idle) for t in tallies.values()]

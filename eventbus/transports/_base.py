@@ -214,7 +214,9 @@ class Transport(Protocol):
         ...
 
     def signals(self) -> AsyncIterator[bytes]:
-        """Yield the control messages broadcast from now on (at most once each, in no
-        promised order), until cancelled; reconnects by itself (missing what was sent
-        meanwhile). Leaves nothing on the broker after its reader is gone."""
+        """Yield ``b""`` once it listens (a caller that waits for an answer sends its
+        request after that), then the control messages broadcast from then on (at most
+        once each, in no promised order), until cancelled; reconnects by itself (missing
+        what was sent meanwhile, and yielding ``b""`` again once it listens). Leaves
+        nothing on the broker after its reader is gone."""
         ...

@@ -158,6 +158,7 @@ class Operations:
                 await watch_channel(channel, inbox)
                 await queue.consume(inbox.put, no_ack=True)
                 retry.ok()
+                yield b""  # listening
                 while True:
                     item = await inbox.get()
                     if item is LOST:

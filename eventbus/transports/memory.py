@@ -408,6 +408,7 @@ class MemoryTransport:
         with self._broker.lock:
             self._broker.listeners.setdefault(self.namespace, []).append(me)
         try:
+            yield b""  # listening
             while True:
                 yield await me[1].get()
         finally:

@@ -711,6 +711,7 @@ class RedisTransport:
                 with anyio.fail_after(self.options.command_timeout):
                     await pubsub.subscribe(self._control_channel)
                 reconnect.ok()
+                yield b""  # listening
                 while True:
                     with anyio.fail_after(self.options.block + self.options.command_timeout):
                         message = await pubsub.get_message(
