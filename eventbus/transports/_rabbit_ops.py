@@ -18,7 +18,7 @@ import aio_pika
 import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractConnection
 
-from .._exceptions import AuthenticationError, ConnectError, TransportError
+from .._exceptions import AuthenticationError, TransportError
 from ._base import GroupInfo
 from ._kit import Retry
 from ._rabbit_link import (
@@ -30,6 +30,7 @@ from ._rabbit_link import (
     Lost,
     log,
     open_channel,
+    pause,
     str_header,
     watch_channel,
 )
@@ -168,12 +169,8 @@ class Operations:
                 raise AuthenticationError(f"control: RabbitMQ refused access: {exc}") from exc
             except RESUMABLE as exc:
                 link.check_open()
-                delay = retry.next_delay(exc)
-                if delay is None:
-                    raise ConnectError(f"control: RabbitMQ kept failing: {exc!r}") from exc
-                if isinstance(exc, amqp_errors.AMQPConnectionError):
+                if await pause(retry, exc, "control"):
                     stale = conn
-                await asyncio.sleep(delay)
             except amqp_errors.AMQPChannelError as exc:
                 raise TransportError(f"control: RabbitMQ refused: {exc}") from exc
             finally:
