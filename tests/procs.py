@@ -6,6 +6,10 @@ one JSON line per thing it saw (flushed), so the test can watch it live.
     python tests/procs.py follower  URL NS RUN_ID [IDLE] # prints the run's remote events, then
                                                         # "end", or "lost" (WorkerLostError)
     python tests/procs.py consumer  URL NS GROUP NAME   # prints every group message (acked)
+    python tests/procs.py cancellable URL NS RUN_ID HOW # a run that ends only when cancelled
+                                                        # remotely (HOW: run, stream, sync);
+                                                        # prints "flushed", then "cancelled"
+    python tests/procs.py outcome   URL NS RUN_ID       # follows the run; prints how it ended
 """
 
 from __future__ import annotations
@@ -84,7 +88,73 @@ async def consumer(url: str, ns: str, group: str, name: str) -> None:
                 emit("stats", **dataclasses.asdict(sub.stats))
 
 
+def _ticks(flushed: Any) -> RunnableLambda[Any, Any]:
+    async def ticks(x: Any) -> Any:
+        for i in itertools.count():
+            await adispatch_custom_event("tick", {"i": i})
+            if i == 9:
+                await flushed()
+            await asyncio.sleep(0.002)  # pacing a stream of events, not synchronising
+        return x
+
+    return RunnableLambda(ticks)
+
+
+async def cancellable(url: str, ns: str, run_id: str, how: str) -> None:
+    config: Any = {"run_id": run_id}
+    if how == "sync":
+        with eventbus.SyncPublisher(url, ns) as spub:
+
+            async def flushed_sync() -> None:
+                await spub._publisher.flush()  # (on the publisher's own loop)
+                emit("flushed")
+
+            try:
+                spub.run(_ticks(flushed_sync), 0, config=config)
+            except eventbus.RunCancelledError as exc:
+                emit("cancelled", reason=exc.reason)
+        return
+    async with eventbus.Publisher(url, ns) as pub:
+
+        async def flushed() -> None:
+            await pub.flush()
+            emit("flushed")
+
+        try:
+            if how == "stream":
+                async for _ in pub.astream_events(_ticks(flushed), 0, config=config):
+                    pass
+            else:
+                await pub.run(_ticks(flushed), 0, config=config)
+        except eventbus.RunCancelledError as exc:
+            emit("cancelled", reason=exc.reason)
+        # the publisher goes on: another run after the cancelled one
+        emit("next", output=await pub.run(RunnableLambda(lambda x: x + 1), 1))
+
+
+async def outcome(url: str, ns: str, run_id: str) -> None:
+    async with eventbus.Subscriber(url, ns, idle_timeout=60) as sub:
+        emit("ready")
+        try:
+            async for _ in sub.astream_events(run_id):
+                pass
+        except eventbus.RunCancelledError as exc:
+            emit("cancelled", reason=exc.reason)
+            return
+        except eventbus.EventbusError as exc:
+            emit("error", error=repr(exc))
+            return
+    emit("end")
+
+
 if __name__ == "__main__":
     role, *args = sys.argv[1:]
-    roles = {"worker": worker, "endless": endless, "follower": follower, "consumer": consumer}
+    roles = {
+        "worker": worker,
+        "endless": endless,
+        "follower": follower,
+        "consumer": consumer,
+        "cancellable": cancellable,
+        "outcome": outcome,
+    }
     asyncio.run(roles[role](*args))

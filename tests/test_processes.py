@@ -268,3 +268,84 @@ def test_forged_frames_never_reach_signed_followers_or_groups(kind: str, namespa
     finally:
         for p in procs:
             p.stop()
+
+
+# -- remote cancel -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "how"),
+    [
+        pytest.param("redis", "run", marks=pytest.mark.redis),
+        pytest.param("redis", "sync", marks=pytest.mark.redis),
+        pytest.param("rabbitmq", "stream", marks=pytest.mark.rabbitmq),
+        pytest.param("rabbitmq", "run", marks=pytest.mark.rabbitmq),
+    ],
+)
+def test_cancel_from_another_process_ends_the_run_for_worker_and_followers(
+    kind: str, how: str, namespace: str
+) -> None:
+    url = broker_url(kind)
+    run_id = str(uuid.uuid4())
+    deadline = time.monotonic() + WAIT
+    worker = Proc("cancellable", url, namespace, run_id, how)
+    follower = Proc("outcome", url, namespace, run_id)
+    try:
+        follower.until("ready", deadline)
+        worker.until("flushed", deadline)
+        command = [sys.executable, "-m", "eventbus", "cancel", run_id, "--url", url]
+        cancel = subprocess.run(
+            [*command, "-n", namespace, "--reason", "user pressed stop"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        assert cancel.returncode == 0, cancel.stderr
+        assert f"run {run_id}: cancelled by worker" in cancel.stdout
+        assert worker.until("cancelled", deadline)[-1]["reason"] == "user pressed stop"
+        assert follower.until("cancelled", deadline)[-1]["reason"] == "user pressed stop"
+        if how != "sync":
+            assert worker.until("next", deadline)[-1]["output"] == 2
+        again = subprocess.run(
+            [*command, "-n", namespace, "--json"], capture_output=True, text=True, timeout=WAIT
+        )
+        assert again.returncode == 0, again.stderr
+        result = json.loads(again.stdout)
+        assert (result["outcome"], result["status"]["status"]) == ("finished", "cancelled")
+        assert result["status"]["error"] == "user pressed stop"
+    finally:
+        worker.stop()
+        follower.stop()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    ],
+)
+def test_cancelling_a_run_whose_worker_was_killed_reports_no_worker(
+    kind: str, namespace: str
+) -> None:
+    url = broker_url(kind)
+    run_id = str(uuid.uuid4())
+    deadline = time.monotonic() + WAIT
+    worker = Proc("cancellable", url, namespace, run_id, "run")
+    try:
+        worker.until("flushed", deadline)
+        worker.popen.send_signal(signal.SIGKILL)
+        worker.popen.wait(timeout=WAIT)
+        cancel = subprocess.run(
+            [sys.executable, "-m", "eventbus", "cancel", run_id, "--url", url, "-n", namespace,
+             "--timeout", "1", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )  # fmt: skip
+        assert cancel.returncode == 1, cancel.stderr
+        result = json.loads(cancel.stdout)
+        assert result["outcome"] == "no_worker" and result["worker"] is None
+        assert result["status"]["status"] in ("running", "lost")  # no end was written
+    finally:
+        worker.stop()
