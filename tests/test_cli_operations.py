@@ -426,3 +426,126 @@ def test_trace_marks_the_failed_node_with_its_error(namespace: str) -> None:
     tree = cli("trace", run_id, "--url", url, "-n", namespace)
     assert "✗ ValueError: the fake provider is down" in tree.stdout
     assert "did not end" not in tree.stdout
+
+
+# -- groups, dead letters, deleting a namespace ----------------------------------------------
+
+
+def _dead_letter_a_run(url: str, namespace: str) -> str:
+    """A run whose every record the group ``audit`` rejects; its run id."""
+    run_id, _ = publish(url, namespace, chat_chain(pause=0), {"q": "ants?"})
+
+    async def go() -> None:
+        async with eventbus.Subscriber(url, namespace) as sub:
+            async for msg in sub.consume("audit", "a1", start="first"):
+                await msg.reject("the archive is full")
+                if msg.kind == "end":
+                    return
+
+    asyncio.run(asyncio.wait_for(go(), WAIT))
+    return run_id
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+def test_groups_and_dead_letters_commands(kind: str, namespace: str) -> None:
+    url = broker_url(kind)
+    run_id = _dead_letter_a_run(url, namespace)
+    common = ["--url", url, "--namespace", namespace]
+    groups = cli("groups", *common, "--json")
+    assert groups.returncode == 0, groups.stderr
+    (group,) = json_lines(groups.stdout)
+    assert group["name"] == "audit" and group["dead_letters"] >= 1
+    assert set(group) == {"name", "consumers", "pending", "lag", "dead_letters"}
+    table = cli("groups", *common)
+    assert table.returncode == 0 and "audit" in table.stdout
+
+    dead = cli("dead-letters", "audit", *common, "--json")
+    assert dead.returncode == 0, dead.stderr
+    letters = json_lines(dead.stdout)
+    assert {d["reason"] for d in letters} == {"the archive is full"}
+    assert {d["run_id"] for d in letters} == {run_id}
+    records = [r for d in letters for r in d["records"]]
+    assert records[0]["event"]["event"] == "on_chain_start"  # decoded, in the JSON form
+    assert records[-1]["kind"] == "end"
+    text = cli("dead-letters", "audit", *common)
+    assert text.returncode == 0 and "the archive is full" in text.stdout
+    assert "on_chain_start" in text.stdout
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+def test_delete_namespace_asks_then_deletes_everything(kind: str, namespace: str) -> None:
+    url = broker_url(kind)
+    _dead_letter_a_run(url, namespace)
+    refused = subprocess.run(
+        [sys.executable, "-m", "eventbus", "delete-namespace", namespace, "--url", url],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert refused.returncode == 2 and "needs --yes" in refused.stderr
+    assert groups_of(url, namespace) == ["audit"]
+    result = cli("delete-namespace", namespace, "--url", url, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert f"deleted namespace {namespace!r}" in result.stdout
+    if kind == "redis":
+        assert redis_keys(url, namespace) == set()
+    else:
+        prefix = f"eventbus.{namespace}"
+        names = [f"{prefix}.log", f"{prefix}.registry", f"{prefix}.group.audit"]
+        assert not any(rabbit_exists(url, names, exchange=prefix).values())
+
+
+@pytest.mark.redis
+def test_tail_filters_by_names_and_tags(namespace: str) -> None:
+    url = broker_url("redis")
+    run_id, _ = publish(url, namespace, chat_chain(pause=0), {"q": "ants?"})
+    common = ["--url", url, "--namespace", namespace, "--json"]
+    named = cli("replay", run_id, *common, "--names", "chat-model")
+    assert named.returncode == 0, named.stderr
+    events = [r["event"] for r in json_lines(named.stdout) if r["kind"] == "event"]
+    assert events and {e["name"] for e in events} == {"chat-model"}
+    tagged = cli("replay", run_id, *common, "--tags", "no-such-tag")
+    assert [r["kind"] for r in json_lines(tagged.stdout)] == ["end"]
+
+
+@pytest.mark.redis
+def test_a_failed_run_shows_type_message_and_last_frames(namespace: str) -> None:
+    url = broker_url("redis")
+    run_id, _ = publish(url, namespace, failing(), {})
+    common = ["replay", run_id, "--url", url, "--namespace", namespace]
+    short = _on_a_terminal(common)
+    assert "run failed: ValueError: the fake provider is down" in short
+    assert "  at " in short and "in explode" in short
+    assert "Traceback (most recent call last)" not in short
+    verbose = _on_a_terminal([*common, "--verbose"])
+    assert "Traceback (most recent call last)" in verbose and "in explode" in verbose
+
+
+def _on_a_terminal(args: list[str]) -> str:
+    """What the command writes to a terminal (a pty), wide enough for long lines."""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "eventbus", *args],
+            stdout=follower,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "COLUMNS": "200", "TERM": "dumb"},
+        )
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # (the child closed the terminal)
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=WAIT)
+        return b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)

@@ -215,3 +215,54 @@ async def test_groups_and_decoded_dead_letters(url: str, namespace: str) -> None
         assert [r.kind for r in records] == ["event", "event", "event", "end"]
         assert records[0].event is not None and records[0].event["event"] == "on_chain_start"
         assert [r.seq for r in records] == [1, 2, 3, 4]
+
+
+async def test_with_keys_only_signed_cancels_are_obeyed(url: str, namespace: str) -> None:
+    keys = {"k1": "s" * 32}
+    run_id = str(uuid.uuid4())
+    async with (
+        eventbus.Publisher(url, namespace, keys=keys) as pub,
+        eventbus.Subscriber(url, namespace, keys=keys) as signed,
+        eventbus.Subscriber(url, namespace, keys={"k2": "t" * 32}) as other,
+    ):
+        task = asyncio.create_task(pub.run(endless(), 0, config={"run_id": run_id}))
+        await _until_running(signed, run_id)
+        # a stranger's request is ignored (its status read fails verification too: it
+        # sees nothing of the run)
+        assert (await other.cancel(run_id, timeout=1.0)).outcome == "unknown"
+        forged = await _forged_cancel(url, namespace, run_id)
+        assert forged == "no_worker"
+        assert (await signed.cancel(run_id, reason="signed", timeout=WAIT)).outcome == "cancelled"
+        with pytest.raises(eventbus.RunCancelledError, match="signed"):
+            await asyncio.wait_for(task, WAIT)
+
+
+async def _forged_cancel(url: str, namespace: str, run_id: str) -> str:
+    """A cancel request from a subscriber without keys (it reads the run unchecked)."""
+    async with eventbus.Subscriber(url, namespace) as unsigned:
+        return (await unsigned.cancel(run_id, reason="forged", timeout=1.0)).outcome
+
+
+async def test_a_callback_handler_run_cannot_be_cancelled_and_says_so(
+    url: str, namespace: str
+) -> None:
+    run_id = str(uuid.uuid4())
+    release = asyncio.Event()
+
+    async def wait(x: Any) -> Any:
+        await adispatch_custom_event("waiting", {})
+        await release.wait()
+        return x
+
+    async with (
+        eventbus.Publisher(url, namespace) as pub,
+        eventbus.Subscriber(url, namespace) as sub,
+    ):
+        runnable = RunnableLambda(wait)
+        config: Any = {"run_id": run_id, "callbacks": [pub.callback_handler()]}
+        task = asyncio.create_task(runnable.ainvoke(1, config))
+        await _until_running(sub, run_id)
+        result = await sub.cancel(run_id, timeout=WAIT)
+        assert (result.outcome, result.worker) == ("refused", pub.producer)
+        release.set()
+        assert await asyncio.wait_for(task, WAIT) == 1
