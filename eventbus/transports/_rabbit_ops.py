@@ -18,7 +18,7 @@ import aio_pika
 import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractConnection
 
-from .._exceptions import AuthenticationError, TransportError
+from .._exceptions import AuthenticationError, ConnectError, TransportError
 from ._base import GroupInfo
 from ._kit import Retry
 from ._rabbit_link import (
@@ -37,6 +37,9 @@ from ._rabbit_link import (
 from ._rabbit_registry import Registry
 
 CONTROL_KEY = "c.-.control"
+
+# a listener outlives a failed connect too: it connects one attempt at a time
+_RESUMABLE: tuple[type[BaseException], ...] = (*RESUMABLE, ConnectError)
 
 
 class Operations:
@@ -142,7 +145,9 @@ class Operations:
         while True:
             channel = None
             try:
-                conn = await link.connection(retry.deadline(), stale)
+                # one attempt at a time: the link's lock is held while it connects, and a
+                # publisher sharing the link must not wait out this loop's backoff
+                conn = await link.connection(None, stale)
                 stale = None
                 channel = await open_channel(conn, confirms=False)
                 try:
@@ -167,7 +172,7 @@ class Operations:
                     yield bytes(item.body)
             except amqp_errors.ChannelAccessRefused as exc:
                 raise AuthenticationError(f"control: RabbitMQ refused access: {exc}") from exc
-            except RESUMABLE as exc:
+            except _RESUMABLE as exc:
                 link.check_open()
                 if await pause(retry, exc, "control"):
                     stale = conn
