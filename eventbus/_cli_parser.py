@@ -177,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument(
         "--settle",
         type=float,
-        default=0.5,
+        default=1.0,
         metavar="SECONDS",
-        help="stop reading after this long without a record (default 0.5)",
+        help="stop reading after this long without a record (default 1)",
     )
     runs.add_argument(
         "--max-records",

@@ -414,8 +414,14 @@ def demo_live(args: argparse.Namespace) -> int:
 def demo_audit(args: argparse.Namespace) -> int:
     async def go() -> dict[str, list[int]]:
         async with Subscriber(args.url, args.namespace) as sub:
-            with anyio.fail_after(args.timeout):
-                return await _audit(sub, args.run_ids, Path(args.log))
+            try:
+                with anyio.fail_after(args.timeout):
+                    return await _audit(sub, args.run_ids, Path(args.log))
+            finally:
+                # the demo's group goes with the demo: left behind in a namespace others
+                # use, it would hold (RabbitMQ: queue) every later frame for good
+                with contextlib.suppress(Exception), anyio.fail_after(10):
+                    await sub.delete_group(AUDIT_GROUP)
 
     Path(args.report).write_bytes(_json_encode(asyncio.run(go())))
     return 0

@@ -356,7 +356,7 @@ async def list_runs(
     sub: Subscriber,
     *,
     wait: float = 1.0,
-    settle: float = 0.5,
+    settle: float = 1.0,
     max_records: int = 100_000,
     idle: float = 30.0,
     now: float | None = None,

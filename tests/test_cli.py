@@ -106,6 +106,7 @@ def test_demo_in_one_process_with_memory() -> None:
 
 
 @pytest.mark.parametrize("kind", BROKERS)
+@pytest.mark.timeout(150)  # (four processes, then two commands)
 def test_demo_across_processes(kind: str, namespace: str) -> None:
     result = cli("demo", "--url", broker_url(kind), "--namespace", namespace)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -114,6 +115,11 @@ def test_demo_across_processes(kind: str, namespace: str) -> None:
     pids = re.findall(r"(worker|live view|audit) (\d+)", result.stderr)
     assert len({pid for _, pid in pids}) == 3, result.stderr
     assert "Traceback" not in result.stderr
+    # and its runs are where `eventbus runs` looks, with no group left behind
+    runs = cli("runs", "--url", broker_url(kind), "--namespace", namespace, "--json")
+    assert len(json_lines(runs.stdout)) == 2, runs.stderr
+    groups = cli("groups", "--url", broker_url(kind), "--namespace", namespace, "--json")
+    assert json_lines(groups.stdout) == [], groups.stderr
 
 
 # -- tail / replay / trace / runs ---------------------------------------------------------------
