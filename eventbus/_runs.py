@@ -15,6 +15,7 @@ created on the broker, so a reader killed at any moment leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,11 @@ __all__ = [
 ]
 
 StreamEvent = dict[str, Any]
+
+# seconds a status or runs read may take after its first wait, whatever the stream holds
+_LIMIT = 30.0
+# frames of a run refused in a row, none accepted, after which it is unknown to a reader
+_REFUSED = 100
 
 RunState = Literal["running", "ended", "failed", "cancelled", "lost", "unknown"]
 
@@ -291,15 +297,21 @@ class RunTally:
 
 
 async def _read_quietly(
-    entries: AsyncIterator[Entry], *, first_wait: float, settle: float
+    entries: AsyncIterator[Entry], *, first_wait: float, settle: float, limit: float
 ) -> AsyncGenerator[Entry, None]:
     """``entries`` until none arrives for ``settle`` seconds (``first_wait`` for the
-    first): what a stream holds now, as far as a reader can tell without a length."""
+    first), or for ``limit`` seconds in all: what a stream holds now, as far as a reader
+    can tell without a length (callers also stop once they caught up with the present;
+    ``limit`` bounds a stream whose frames this reader cannot even date: refused ones)."""
     got = False
+    end = time.monotonic() + limit
     try:
         while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
             try:
-                with anyio.fail_after(settle if got else first_wait):
+                with anyio.fail_after(min(left, settle if got else first_wait)):
                     entry = await entries.__anext__()
             except (TimeoutError, StopAsyncIteration):
                 return
@@ -337,11 +349,17 @@ async def run_status(
     """
     tally = RunTally(run_id)
     began = time.time()
-    reads = _read_quietly(sub._transport.follow(run_id), first_wait=wait, settle=settle)
+    reads = _read_quietly(
+        sub._transport.follow(run_id), first_wait=wait, settle=settle, limit=wait + _LIMIT
+    )
     async with contextlib.aclosing(reads) as entries:
+        refused = 0
         async for entry in entries:
             envelope = _decoded(sub, entry.data, run_id)
             if envelope is None:
+                refused += 1
+                if refused >= _REFUSED and tally.last is None:
+                    break  # none of it is for this subscriber (other keys): unknown to it
                 continue
             for record in envelope.records:
                 tally.add(record)
@@ -373,7 +391,9 @@ async def list_runs(
     tallies: dict[str, RunTally] = {}
     count = 0
     began = time.time()
-    reads = _read_quietly(sub._transport.tap("first"), first_wait=wait, settle=settle)
+    reads = _read_quietly(
+        sub._transport.tap("first"), first_wait=wait, settle=settle, limit=wait + _LIMIT
+    )
     async with contextlib.aclosing(reads) as entries:
         async for entry in entries:
             envelope = _decoded(sub, entry.data, None)
@@ -493,6 +513,27 @@ class DecodedDeadLetter:
     decode_error: str | None = None
 
 
+class _Seen(set[Any]):
+    """Holds everything: a log-once filter that logs nothing."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def _rejected_silently(kind: str, exc: BaseException) -> None:
+    return None
+
+
+def _quiet(sub: Subscriber) -> Subscriber:
+    """A copy of ``sub`` that decodes as it does, with counters of its own and no log:
+    reading dead letters again must not count (nor log) their rejections twice."""
+    shadow = copy.copy(sub)
+    shadow.stats = type(sub.stats)()
+    setattr(shadow, "_rejected", _rejected_silently)  # noqa: B010 - a private attribute
+    setattr(shadow, "_logged", _Seen())  # noqa: B010
+    return shadow
+
+
 async def dead_letters(sub: Subscriber, group: str, *, count: int = 100) -> list[DecodedDeadLetter]:
     """The group's oldest ``count`` dead letters, decoded (see :class:`DecodedDeadLetter`).
 
@@ -504,10 +545,11 @@ async def dead_letters(sub: Subscriber, group: str, *, count: int = 100) -> list
 
     check_name("group", group)
     out: list[DecodedDeadLetter] = []
+    quiet = _quiet(sub)
     for dead in await sub._transport.dead_letters(group, count=count):
         where = (dead.position, dead.data, dead.reason, dead.deliveries)
         try:
-            envelope = sub._decode(dead.data, None)
+            envelope = quiet._decode(dead.data, None)
         except DecodeError as exc:
             out.append(DecodedDeadLetter(*where, decode_error=str(exc)))
             continue
