@@ -20,14 +20,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import msgspec
 
-from ._exceptions import SignatureError
+from ._exceptions import RunCancelledError, SignatureError
 from ._runs import RunInfo, _aclose, run_status
 from ._signing import Keyring
 from .transports import Transport
@@ -35,7 +35,7 @@ from .transports import Transport
 if TYPE_CHECKING:
     from ._subscriber import Subscriber
 
-__all__ = ["CancelListener", "CancelResult", "cancel_run"]
+__all__ = ["CancelListener", "CancelResult", "CancelState", "cancel_run"]
 
 logger = logging.getLogger("eventbus")
 
@@ -186,14 +186,49 @@ async def _first(event: asyncio.Event, task: asyncio.Future[None]) -> None:
         waiter.cancel()
 
 
-class CancelListener:
-    """A publisher's side: answers the cancel requests for the runs it runs.
+class CancelState:
+    """What a run needs for a remote cancel (a mixin of the publisher's run): the task
+    that runs it (None: a callback handler's run, which has none), whether that task is
+    outside the run right now (its consumer holds an event: the cancel then takes
+    effect when it resumes the run), and why it was cancelled."""
 
-    ``cancellable(run_id)`` and ``cancel(run_id, reason)`` are the publisher's: the
-    first says True if it can cancel the run, False if it runs it but cannot, None if it
-    does not run it (then nothing answers). The answer goes out before the run is
-    cancelled: a worker whose cancelled run ends its process must not lose it.
-    """
+    __slots__ = ("cancel_reason", "outside", "task")
+    done: bool
+    run_id: str
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.outside = False
+        self.cancel_reason: str | None = None
+
+    def cancel_error(self, exc: BaseException) -> RunCancelledError | None:
+        """The RunCancelledError to raise instead of ``exc`` if ``exc`` is what a remote
+        cancel caused (the task's cancel is then taken back: the worker's task goes on),
+        else None."""
+        if self.cancel_reason is None:
+            return None
+        if isinstance(exc, RunCancelledError):
+            return exc
+        if not isinstance(exc, asyncio.CancelledError) or self.outside:
+            return None
+        task = asyncio.current_task()
+        if task is not None and task is self.task and task.uncancel() > 0:
+            return None  # cancelled by its owner too: that cancel goes on
+        return RunCancelledError(self.run_id, self.cancel_reason)
+
+    def resumed(self) -> None:
+        """Its consumer resumed the run (SyncPublisher.stream_events does so from a new
+        task each time). Raises RunCancelledError if it was cancelled meanwhile."""
+        self.outside = False
+        self.task = asyncio.current_task()
+        if self.cancel_reason is not None:
+            raise RunCancelledError(self.run_id, self.cancel_reason)
+
+
+class CancelListener:
+    """A publisher's side: answers the cancel requests for the runs it runs (``runs``:
+    the publisher's runs by id), then cancels them. The answer goes out first: a worker
+    whose cancelled run ends its process must not lose it."""
 
     def __init__(
         self,
@@ -201,15 +236,13 @@ class CancelListener:
         namespace: str,
         producer: str,
         keyring: Keyring | None,
-        cancellable: Callable[[str], bool | None],
-        cancel: Callable[[str, str], None],
+        runs: Mapping[str, CancelState],
     ) -> None:
         self._transport = transport
         self._namespace = namespace
         self._producer = producer
         self._keyring = keyring
-        self._cancellable = cancellable
-        self._cancel = cancel
+        self._runs = runs
 
     async def run(self) -> None:
         """Listen until cancelled; broker trouble is logged and outlived."""
@@ -232,11 +265,11 @@ class CancelListener:
         msg = decode(data, self._namespace, self._keyring)
         if msg is None or msg.op != "cancel":
             return
-        done = self._cancellable(msg.run)
-        if done is None:
-            return
+        run = self._runs.get(msg.run)
+        if run is None or run.done:
+            return  # not ours: the worker that runs it answers
         reply = _Control(
-            "cancelling" if done else "refused",
+            "cancelling" if run.task is not None else "refused",
             self._namespace,
             msg.run,
             msg.id,
@@ -248,5 +281,7 @@ class CancelListener:
         except Exception as exc:  # (the caller asks again, or times out)
             logger.warning("could not answer a cancel of run %s: %s", msg.run, exc)
         finally:
-            if done:
-                self._cancel(msg.run, msg.reason or "cancelled remotely")
+            if run.task is not None and run.cancel_reason is None and not run.done:
+                run.cancel_reason = msg.reason or "cancelled remotely"
+                if not run.outside:
+                    run.task.cancel(f"eventbus: run {msg.run} cancelled remotely")

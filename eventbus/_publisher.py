@@ -29,7 +29,14 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
 from . import _langchain
-from ._exceptions import ConfigurationError, EventbusError, PublishError, TransportError
+from ._control import CancelListener, CancelState
+from ._exceptions import (
+    ConfigurationError,
+    EventbusError,
+    PublishError,
+    RunCancelledError,
+    TransportError,
+)
 from ._langchain import StreamEvent
 from ._records import failure_record, shrink, tree_by_key
 from ._signing import Keyring, KeysArg, keyring_from
@@ -66,7 +73,7 @@ class PublisherStats:
     failed_batches: int = 0
 
 
-class _Run:
+class _Run(CancelState):
     __slots__ = ("done", "failure", "last_emit", "lost_from", "output", "records", "run_id", "seq")
 
     def __init__(self, run_id: str) -> None:
@@ -82,6 +89,7 @@ class _Run:
         # the first seq that was not published: the run's error record takes it, so that
         # followers get the error in sequence rather than a gap
         self.lost_from = 0
+        super().__init__()  # (what a remote cancel needs)
 
 
 def _run_id_of(config: RunnableConfig) -> str:
@@ -127,6 +135,9 @@ class Publisher:
             Without it, the URL's ``keys``/``sign_with`` options or the ``EVENTBUS_KEYS``/
             ``EVENTBUS_SIGN_WITH`` environment variables; with none, frames are unsigned.
         sign_with: the key id to sign with.
+        remote_cancel: answer ``Subscriber.cancel`` for the runs this publisher runs
+            (it listens on the namespace's control channel; with keys, only to requests
+            signed with one of them).
         transport_options: passed to the transport (see its docs).
 
     Raises:
@@ -147,6 +158,7 @@ class Publisher:
         heartbeat_interval: float = 5.0,
         keys: KeysArg | Keyring = None,
         sign_with: str | None = None,
+        remote_cancel: bool = True,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = redact_url(url)
@@ -166,6 +178,7 @@ class Publisher:
         self._max_buffer_bytes = max_buffer_bytes
         self._max_event_bytes = max_event_bytes
         self._heartbeat_interval = heartbeat_interval
+        self._remote_cancel = remote_cancel
         self._runs: dict[str, _Run] = {}
         self._dirty: dict[str, _Run] = {}  # runs with unpublished records, in order
         self._buffered = 0
@@ -203,6 +216,11 @@ class Publisher:
             asyncio.create_task(self._writer(), name="eventbus-writer"),
             asyncio.create_task(self._heartbeats(), name="eventbus-heartbeats"),
         ]
+        if self._remote_cancel:
+            listener = CancelListener(
+                self._transport, self.namespace, self.producer, self._keyring, self._runs
+            )
+            self._tasks.append(asyncio.create_task(listener.run(), name="eventbus-cancel"))
         return self
 
     async def __aenter__(self) -> Publisher:
@@ -245,6 +263,8 @@ class Publisher:
 
         Raises:
             Exception: whatever the runnable raised (after its error was published).
+            RunCancelledError: the run was cancelled remotely (``Subscriber.cancel``);
+                its followers get the same error, with the same reason.
             PublishError: the events could not be published.
         """
         output = None
@@ -264,7 +284,8 @@ class Publisher:
         publishes every event as it yields it. ``include_*``/``exclude_*`` filter what is
         yielded here; the full stream is published (subscribers filter their own).
 
-        Stopping early (``break``) ends the run remotely with ``RunCancelledError``.
+        Stopping early (``break``) ends the run remotely with ``RunCancelledError``;
+        a remote cancel (``Subscriber.cancel``) raises ``RunCancelledError`` here.
         """
         options = _langchain.EventFilter.pop_options(kwargs)
         keep = _langchain.EventFilter(**options) if options else None
@@ -288,6 +309,7 @@ class Publisher:
         kwargs.pop("version", None)
         config = ensure_config(config)
         run = self._open_run(_run_id_of(config))
+        run.task = asyncio.current_task()
         stream = runnable.astream_events(input, config, version="v2", **kwargs)
         try:
             async with contextlib.aclosing(cast(AsyncGenerator[StreamEvent, None], stream)):
@@ -298,9 +320,14 @@ class Publisher:
                     self._raise_run_failure(run)
                     if _langchain.is_root_end(event, run.run_id):
                         run.output = event["data"].get("output")
+                    run.outside = True
                     yield event, run
+                    run.resumed()
         except BaseException as exc:
-            await self._finish(run, exc)
+            cancelled = run.cancel_error(exc)
+            await self._finish(run, cancelled or exc)
+            if cancelled is not None:
+                raise cancelled from None
             raise
         await self._finish(run, None)
 
@@ -445,6 +472,8 @@ class Publisher:
     async def _finish(self, run: _Run, exc: BaseException | None) -> None:
         if exc is None:
             self._terminal(run, End(0, 0.0))
+        elif isinstance(exc, RunCancelledError):  # (remotely)
+            self._terminal(run, Cancelled(0, 0.0, reason=exc.reason))
         elif isinstance(exc, asyncio.CancelledError):
             self._terminal(run, Cancelled(0, 0.0, reason="the run's task was cancelled"))
         elif isinstance(exc, GeneratorExit):

@@ -34,6 +34,7 @@ from ._wire import Cancelled, End, Envelope, Event, Failed, Heartbeat, Record
 from .transports import Entry, GroupInfo
 
 if TYPE_CHECKING:
+    from ._inbound import FrameReader
     from ._subscriber import Message, Subscriber
 
 __all__ = [
@@ -524,10 +525,11 @@ def _rejected_silently(kind: str, exc: BaseException) -> None:
     return None
 
 
-def _quiet(sub: Subscriber) -> Subscriber:
-    """A copy of ``sub`` that decodes as it does, with counters of its own and no log:
-    reading dead letters again must not count (nor log) their rejections twice."""
-    shadow = copy.copy(sub)
+def _quiet(sub: Subscriber) -> FrameReader:
+    """A copy of ``sub``'s frame reader that decodes as it does, with counters of its own
+    and no log: reading dead letters again must not count (nor log) their rejections
+    twice."""
+    shadow = copy.copy(sub._reader)
     shadow.stats = type(sub.stats)()
     setattr(shadow, "_rejected", _rejected_silently)  # noqa: B010 - a private attribute
     setattr(shadow, "_logged", _Seen())  # noqa: B010
@@ -549,7 +551,7 @@ async def dead_letters(sub: Subscriber, group: str, *, count: int = 100) -> list
     for dead in await sub._transport.dead_letters(group, count=count):
         where = (dead.position, dead.data, dead.reason, dead.deliveries)
         try:
-            envelope = quiet._decode(dead.data, None)
+            envelope = quiet.decode(dead.data, None)
         except DecodeError as exc:
             out.append(DecodedDeadLetter(*where, decode_error=str(exc)))
             continue

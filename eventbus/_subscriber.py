@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import anyio
 
-from . import _langchain
+from . import _control, _langchain, _runs
+from ._control import CancelResult
 from ._exceptions import (
     ConfigurationError,
     DecodeError,
@@ -26,6 +27,7 @@ from ._exceptions import (
 )
 from ._inbound import FrameReader
 from ._langchain import StreamEvent
+from ._runs import DecodedDeadLetter, RunInfo
 from ._signing import Keyring, KeysArg, keyring_from
 from ._wire import (
     Cancelled,
@@ -35,7 +37,7 @@ from ._wire import (
     PartialEnvelope,
     Record,
 )
-from .transports import DeadLetter, Delivery, GroupOptions, Transport, check_name, open_transport
+from .transports import Delivery, GroupInfo, GroupOptions, Transport, check_name, open_transport
 from .transports import redact_url as _redact
 
 __all__ = ["FollowItem", "Message", "Subscriber", "SubscriberStats"]
@@ -236,8 +238,9 @@ class Subscriber:
         return self._keyring.key_ids if self._keyring is not None else ()
 
     async def connect(self) -> Subscriber:
-        """Connect the transport. Raises ConnectError / AuthenticationError."""
-        await self._transport.connect()
+        """Connect the transport (a reader's connect: nothing is created on the broker).
+        Raises ConnectError / AuthenticationError."""
+        await self._transport.connect(declare=False)
         return self
 
     async def __aenter__(self) -> Subscriber:
@@ -462,10 +465,89 @@ class Subscriber:
         check_name("group", group)
         await self._transport.delete_group(group)
 
-    async def dead_letters(self, group: str, *, count: int = 100) -> list[DeadLetter]:
-        """The group's oldest ``count`` dead letters (raw frames, with the reason)."""
-        check_name("group", group)
-        return await self._transport.dead_letters(group, count=count)
+    async def dead_letters(self, group: str, *, count: int = 100) -> list[DecodedDeadLetter]:
+        """The group's oldest ``count`` dead letters (a read: they stay), decoded as the
+        group's consumers decode them: each with ``position``, ``data`` (the raw frame),
+        ``reason``, ``deliveries``, ``run_id`` and ``records`` (kind, seq, event or
+        error), or ``decode_error`` for a frame this subscriber refuses.
+
+        Raises:
+            ConfigurationError: a bad group name.
+            TransportError: the broker could not be used.
+        """
+        return await _runs.dead_letters(self, group, count=count)
+
+    # -- operating (eventbus._runs, eventbus._control) ---------------------------------
+
+    async def runs(
+        self,
+        *,
+        wait: float = 1.0,
+        settle: float = 1.0,
+        max_records: int = 100_000,
+        idle: float | None = None,
+    ) -> list[RunInfo]:
+        """The namespace's runs the broker still retains, newest first (see
+        :class:`~eventbus.RunInfo`), read from the group stream without a group (nothing
+        is created): from its oldest retained frame until ``settle`` seconds pass without
+        one (``wait`` for the first), a frame newer than this call, or ``max_records``.
+        Heartbeats do not reach the group stream: an unfinished run silent for ``idle``
+        seconds (default ``idle_timeout``, else 30) is ``lost``.
+
+        Raises:
+            TransportError: the broker could not be used.
+        """
+        idle = idle if idle is not None else self.idle_timeout or 30.0
+        found, _ = await _runs.list_runs(
+            self, wait=wait, settle=settle, max_records=max_records, idle=idle
+        )
+        return found
+
+    async def status(
+        self, run_id: str | uuid.UUID, *, wait: float = 1.0, settle: float = 0.3
+    ) -> RunInfo:
+        """One run's :class:`~eventbus.RunInfo`, read from its stream (up to ``wait``
+        seconds for a first record, then to its last record, a newer one than this call,
+        or ``settle`` seconds without one): ``running``, ``ended``, ``failed``,
+        ``cancelled``, ``lost`` (nothing from its worker, heartbeats included, for
+        ``idle_timeout``) or ``unknown``; start, duration, events, error.
+
+        Raises:
+            ConfigurationError: ``run_id`` is not a UUID.
+            TransportError: the broker could not be used.
+        """
+        return await _runs.run_status(self, _run_key(run_id), wait=wait, settle=settle)
+
+    async def groups(self) -> list[GroupInfo]:
+        """The namespace's consumer groups: ``name``, ``consumers``, ``pending``
+        (delivered, not yet acked; None on RabbitMQ, which does not tell), ``lag`` (not
+        yet delivered), ``dead_letters``. A read: nothing is created.
+
+        Raises:
+            TransportError: the broker could not be used.
+        """
+        return await _runs.list_groups(self)
+
+    async def cancel(
+        self, run_id: str | uuid.UUID, *, reason: str = "cancelled", timeout: float = 10.0
+    ) -> CancelResult:
+        """Cancel a run from anywhere: the worker running it cancels the run's task, and
+        the run's followers get :class:`RunCancelledError` with ``reason`` (its
+        ``Publisher.run``/``astream_events``/``SyncPublisher`` call raises it too; the
+        worker's own task is not cancelled).
+
+        Returns a :class:`~eventbus.CancelResult` whose ``outcome`` is ``cancelled``;
+        ``finished`` for a run that had already ended (``status`` says how), ``unknown``
+        for one nothing is retained of, ``refused`` for one its worker cannot cancel (a
+        callback-handler run has no task), ``no_worker`` when it has not ended and no
+        worker answered within ``timeout`` seconds (its worker is gone). None of these
+        is an error.
+
+        Raises:
+            ConfigurationError: ``run_id`` is not a UUID.
+            TransportError: the broker could not be used.
+        """
+        return await _control.cancel_run(self, _run_key(run_id), reason, timeout=timeout)
 
 
 def _terminal_error(run_id: str, record: Record) -> RunError | None:
