@@ -7,8 +7,8 @@ runs and consume groups with :class:`Subscriber`. The broker is picked by URL sc
 
 from __future__ import annotations
 
-from . import _langchain  # registers LangChain's types with the codec  # noqa: F401
-from ._codec import RemoteException, Undecodable, UnknownType, Unrepresentable, register_type
+from typing import TYPE_CHECKING
+
 from ._exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -27,38 +27,69 @@ from ._exceptions import (
     TransportError,
     WorkerLostError,
 )
-from ._jsonable import to_jsonable
-from ._publisher import Publisher, PublisherStats
-from ._signing import Keyring
-from ._subscriber import FollowItem, Message, Subscriber, SubscriberStats
-from ._sync_publisher import SyncPublisher
-from .transports import DeadLetter
+
+if TYPE_CHECKING:
+    from ._codec import RemoteException, Undecodable, UnknownType, Unrepresentable, register_type
+    from ._control import CancelResult
+    from ._http import Gateway, GatewayStats
+    from ._jsonable import to_jsonable
+    from ._publisher import Publisher, PublisherStats
+    from ._runs import DeadRecord, DecodedDeadLetter, RunInfo
+    from ._signing import Keyring
+    from ._subscriber import FollowItem, Message, Subscriber, SubscriberStats
+    from ._sync_publisher import SyncPublisher
+    from ._webhooks import WebhookForwarder, WebhookStats
+    from .transports import DeadLetter, GroupInfo
 
 __version__ = "0.1.0"
 
-# the HTTP gateway needs the `http` extra (Starlette, uvicorn): imported on first use
+# Everything but the exceptions is imported on first use: ``import eventbus`` (and the
+# command line's start-up) must not pay for LangChain, msgspec or a broker client. The
+# names report where they are public (repr, tracebacks, docs): eventbus.X, not
+# eventbus._private_module.X (as httpx does).
 _LAZY = {
+    **dict.fromkeys(
+        ("RemoteException", "Undecodable", "UnknownType", "Unrepresentable", "register_type"),
+        "_codec",
+    ),
+    "CancelResult": "_control",
+    **dict.fromkeys(("DecodedDeadLetter", "DeadRecord", "RunInfo"), "_runs"),
+    "to_jsonable": "_jsonable",
+    **dict.fromkeys(("Publisher", "PublisherStats"), "_publisher"),
+    "Keyring": "_signing",
+    **dict.fromkeys(("FollowItem", "Message", "Subscriber", "SubscriberStats"), "_subscriber"),
+    "SyncPublisher": "_sync_publisher",
+    **dict.fromkeys(("DeadLetter", "GroupInfo"), "transports"),
+}
+# the HTTP gateway needs the `http` extra (Starlette, uvicorn); these keep their modules
+_EXTRA = {
     "Gateway": "_http",
     "GatewayStats": "_http",
     "WebhookForwarder": "_webhooks",
     "WebhookStats": "_webhooks",
 }
 
-
-# the public names report where they are public (repr, tracebacks, docs): eventbus.X, not
-# eventbus._private_module.X (as httpx does); the lazy ones keep theirs until imported
-for _name, _value in list(globals().items()):
-    if not _name.startswith("_") and getattr(_value, "__module__", "").startswith("eventbus."):
+for _value in list(globals().values()):
+    if getattr(_value, "__module__", "").startswith("eventbus."):
         _value.__module__ = __name__
-del _name, _value
+del _value
 
 
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'eventbus' has no attribute {name!r}")
     import importlib
 
+    module = _LAZY.get(name)
+    if module is not None:
+        # LangChain's types are registered with the codec before any value is decoded
+        importlib.import_module("._langchain", __name__)
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        if getattr(value, "__module__", "").startswith("eventbus."):
+            value.__module__ = __name__
+        globals()[name] = value
+        return value
+    module = _EXTRA.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eventbus' has no attribute {name!r}")
     try:
         loaded = importlib.import_module(f".{module}", __name__)
     except ImportError as exc:
@@ -70,14 +101,18 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AuthenticationError",
+    "CancelResult",
     "ConfigurationError",
     "ConnectError",
     "DeadLetter",
+    "DeadRecord",
     "DecodeError",
+    "DecodedDeadLetter",
     "EventbusError",
     "FollowItem",
     "Gateway",
     "GatewayStats",
+    "GroupInfo",
     "InvalidResumeToken",
     "Keyring",
     "Message",
@@ -89,6 +124,7 @@ __all__ = [
     "RemoteRunError",
     "RunCancelledError",
     "RunError",
+    "RunInfo",
     "RunNotFoundError",
     "SequenceGapError",
     "SignatureError",

@@ -8,10 +8,8 @@ that ``eventbus --help`` starts at once; the commands import what they use.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
-import signal
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
@@ -172,12 +170,17 @@ def run_async(
     blocks run, what it holds is released), then :class:`Terminated`."""
 
     def run(args: argparse.Namespace) -> int:
+        import asyncio  # (not for --help)
+
         return asyncio.run(_terminable(fn(args)))
 
     return run
 
 
 async def _terminable(coro: Coroutine[Any, Any, int]) -> int:
+    import asyncio
+    import signal
+
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None

@@ -306,12 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from . import __version__
 
-    try:
-        return version("eventbus")
-    except PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def _render_options(parser: argparse.ArgumentParser) -> None:

@@ -549,3 +549,33 @@ def _on_a_terminal(args: list[str]) -> str:
         os.close(leader)
         if follower >= 0:
             os.close(follower)
+
+
+# -- start-up -----------------------------------------------------------------------------------
+
+_HEAVY = ("langchain_core", "langsmith", "msgspec", "rich", "redis", "aio_pika", "anyio")
+
+
+def test_import_eventbus_and_help_load_nothing_heavy() -> None:
+    # (what decides start-up time; the time itself is measured, not asserted: see the
+    # report of issue 15 and python -X importtime -m eventbus --help)
+    code = (
+        "import sys\n"
+        "import eventbus\n"
+        f"after_import = sorted(m for m in {_HEAVY!r} if m in sys.modules)\n"
+        "from eventbus._cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"after_help = sorted(m for m in {_HEAVY!r} if m in sys.modules)\n"
+        "print(after_import, after_help, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "[] []"
+    # and the names are there when asked for, reporting where they are public
+    assert eventbus.Subscriber.__module__ == "eventbus"
+    assert eventbus.RunInfo.__module__ == "eventbus"

@@ -1491,11 +1491,12 @@ def test_json_schema_describes_envelope_and_records() -> None:
 def test_public_names() -> None:
     # the public API, spelled out: a name added or lost is a deliberate change to this list
     assert sorted(eventbus.__all__) == [
-        "AuthenticationError", "ConfigurationError", "ConnectError", "DeadLetter",
-        "DecodeError", "EventbusError", "FollowItem", "Gateway", "GatewayStats",
+        "AuthenticationError", "CancelResult", "ConfigurationError", "ConnectError",
+        "DeadLetter", "DeadRecord", "DecodeError", "DecodedDeadLetter", "EventbusError",
+        "FollowItem", "Gateway", "GatewayStats", "GroupInfo",
         "InvalidResumeToken", "Keyring", "Message", "MissingDependencyError", "PublishError",
         "Publisher", "PublisherStats",
-        "RemoteException", "RemoteRunError", "RunCancelledError", "RunError",
+        "RemoteException", "RemoteRunError", "RunCancelledError", "RunError", "RunInfo",
         "RunNotFoundError", "SequenceGapError", "SignatureError", "Subscriber", "SubscriberStats",
         "SyncPublisher", "TransportError", "Undecodable", "UnknownType", "Unrepresentable",
         "WebhookForwarder", "WebhookStats", "WorkerLostError", "register_type", "to_jsonable",
