@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ._cli_base import (
@@ -45,35 +46,36 @@ def _where(args: argparse.Namespace) -> str:
 async def runs(args: argparse.Namespace) -> int:
     if not args.json:
         render()  # (the install hint before any broker work)
-    from ._runs import list_runs
-
     async with subscriber(args) as sub:
-        found, _ = await list_runs(
-            sub, wait=args.wait, settle=args.settle, max_records=args.max_records, idle=args.idle
+        found = await sub.runs(
+            wait=args.wait, settle=args.settle, max_records=args.max_records, idle=args.idle
         )
     shown = [r.to_dict() for r in found[: args.limit]]
+    return _print_rows(
+        args,
+        shown,
+        f"no runs in {_where(args)} (another namespace? `--namespace NS`, or EVENTBUS_NAMESPACE)",
+        lambda: render().runs_table(shown, f"runs in {_where(args)}"),
+    )
+
+
+def _print_rows(
+    args: argparse.Namespace, rows: list[dict[str, Any]], empty: str, table: Callable[[], Any]
+) -> int:
+    """One JSON object per row (--json), else ``table()``, or ``empty`` when no rows."""
     if args.json:
-        for run in shown:
-            write_json(run)
+        for row in rows:
+            write_json(row)
         return 0
-    out = console()
-    if not shown:
-        out.print(
-            f"no runs in {_where(args)} (another namespace? `--namespace NS`, or "
-            "EVENTBUS_NAMESPACE)"
-        )
-        return 0
-    out.print(render().runs_table(shown, f"runs in {_where(args)}"))
+    console().print(table() if rows else empty)
     return 0
 
 
 async def groups(args: argparse.Namespace) -> int:
     if not args.json:
         render()  # (the install hint before any broker work)
-    from ._runs import list_groups
-
     async with subscriber(args) as sub:
-        found = await list_groups(sub)
+        found = await sub.groups()
     rows = [
         {
             "name": g.name,
@@ -84,61 +86,52 @@ async def groups(args: argparse.Namespace) -> int:
         }
         for g in found
     ]
-    if args.json:
-        for row in rows:
-            write_json(row)
-        return 0
-    out = console()
-    if not rows:
-        out.print(f"no consumer groups in {_where(args)}")
-        return 0
-    out.print(render().groups_table(rows, f"consumer groups in {_where(args)}"))
-    return 0
+    return _print_rows(
+        args,
+        rows,
+        f"no consumer groups in {_where(args)}",
+        lambda: render().groups_table(rows, f"consumer groups in {_where(args)}"),
+    )
 
 
 async def list_dead_letters(args: argparse.Namespace) -> int:
     if not args.json:
         render()  # (the install hint before any broker work)
     from ._jsonable import to_jsonable
-    from ._runs import dead_letters
 
     async with subscriber(args) as sub:
-        dead = await dead_letters(sub, args.group, count=args.limit)
-    if args.json:
-        for letter in dead:
-            write_json(
+        dead = await sub.dead_letters(args.group, count=args.limit)
+    rows = [
+        {
+            "position": letter.position,
+            "reason": letter.reason,
+            "deliveries": letter.deliveries,
+            "run_id": letter.run_id,
+            "decode_error": letter.decode_error,
+            "records": [
                 {
-                    "position": letter.position,
-                    "reason": letter.reason,
-                    "deliveries": letter.deliveries,
-                    "run_id": letter.run_id,
-                    "decode_error": letter.decode_error,
-                    "records": [
-                        {
-                            "kind": r.kind,
-                            "seq": r.seq,
-                            "event": None if r.event is None else to_jsonable(r.event),
-                            "error": r.error,
-                        }
-                        for r in letter.records
-                    ],
+                    "kind": r.kind,
+                    "seq": r.seq,
+                    "event": None if r.event is None else to_jsonable(r.event),
+                    "error": r.error,
                 }
-            )
-        return 0
-    out = console()
-    if not dead:
-        out.print(f"no dead letters in group {args.group!r} of {_where(args)}")
-        return 0
-    out.print(render().dead_letters_text(dead, f"dead letters of group {args.group!r}"))
-    return 0
+                for r in letter.records
+            ],
+        }
+        for letter in dead
+    ]
+    return _print_rows(
+        args,
+        rows,
+        f"no dead letters in group {args.group!r} of {_where(args)}",
+        lambda: render().dead_letters_text(dead, f"dead letters of group {args.group!r}"),
+    )
 
 
 async def cancel(args: argparse.Namespace) -> int:
-    from ._control import cancel_run
-
     run_id = run_key(args.run_id)
     async with subscriber(args) as sub:
-        result = await cancel_run(sub, run_id, args.reason, timeout=args.timeout)
+        result = await sub.cancel(run_id, reason=args.reason, timeout=args.timeout)
     status = result.status
     messages = {
         "cancelled": f"run {run_id}: cancelled by worker {result.worker}",

@@ -155,6 +155,17 @@ def rabbit_exists(url: str, names: list[str], exchange: str | None = None) -> di
     return asyncio.run(go())
 
 
+def assert_nothing_of(kind: str, url: str, namespace: str) -> None:
+    """The broker holds nothing of the namespace: no key (Redis); no exchange, log,
+    registry or group queue (RabbitMQ)."""
+    if kind == "redis":
+        assert redis_keys(url, namespace) == set()
+    else:
+        prefix = f"eventbus.{namespace}"
+        names = [f"{prefix}.log", f"{prefix}.registry", f"{prefix}.group.audit"]
+        assert not any(rabbit_exists(url, names, exchange=prefix).values())
+
+
 def groups_of(url: str, namespace: str) -> list[str]:
     from eventbus.transports import open_transport
 
@@ -265,12 +276,7 @@ def test_read_only_commands_create_nothing_on_the_broker(
     procs.append(tail)
     tail.stderr_until("following namespace")
     assert tail.signal(signal.SIGTERM) == 143
-    if kind == "redis":
-        assert redis_keys(url, namespace) == set()
-    else:
-        prefix = f"eventbus.{namespace}"
-        names = [f"{prefix}.log", f"{prefix}.registry", f"{prefix}.group.audit"]
-        assert not any(rabbit_exists(url, names, exchange=prefix).values())
+    assert_nothing_of(kind, url, namespace)
 
 
 # -- no cli extra ---------------------------------------------------------------------------------
@@ -488,12 +494,7 @@ def test_delete_namespace_asks_then_deletes_everything(kind: str, namespace: str
     result = cli("delete-namespace", namespace, "--url", url, "--yes")
     assert result.returncode == 0, result.stderr
     assert f"deleted namespace {namespace!r}" in result.stdout
-    if kind == "redis":
-        assert redis_keys(url, namespace) == set()
-    else:
-        prefix = f"eventbus.{namespace}"
-        names = [f"{prefix}.log", f"{prefix}.registry", f"{prefix}.group.audit"]
-        assert not any(rabbit_exists(url, names, exchange=prefix).values())
+    assert_nothing_of(kind, url, namespace)
 
 
 @pytest.mark.redis

@@ -16,7 +16,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Annotated, Any, Literal
@@ -251,14 +251,26 @@ class MemoryTransport:
                 index = int(start)
             except ValueError:
                 raise ConfigurationError(f"not a memory:// position: {start!r}") from None
+
+        def batch(index: int) -> tuple[int, list[bytes]]:
+            run = self._ns().runs.get(run_id)
+            return index, run.entries[index:] if run is not None else []
+
+        async for entry in self._entries(index, batch):
+            yield entry
+
+    async def _entries(
+        self, index: int, batch: Callable[[int], tuple[int, list[bytes]]]
+    ) -> AsyncIterator[Entry]:
+        """Yield what ``batch(index)`` (called under the lock) holds from ``index`` on,
+        waiting for more, for ever."""
         while True:
             waiter = self._broker.signal.waiter()
             with self._broker.lock:
-                run = self._ns().runs.get(run_id)
-                batch = run.entries[index:] if run is not None else []
-            if batch:
+                index, entries = batch(index)
+            if entries:
                 waiter.cancel()
-                for data in batch:
+                for data in entries:
                     yield Entry(str(index), data)
                     index += 1
                 continue
@@ -361,21 +373,16 @@ class MemoryTransport:
         with self._broker.lock:
             ns = self._broker.namespaces.get(self.namespace)
             index = 0 if ns is None else ns.base if start == "first" else ns.end
-        while True:
-            waiter = self._broker.signal.waiter()
-            with self._broker.lock:
-                ns = self._broker.namespaces.get(self.namespace)
-                if ns is not None:
-                    index = max(index, ns.base)  # (trimmed meanwhile)
-                batch = list(islice(ns.frames, index - ns.base, None)) if ns is not None else []
-            if batch:
-                waiter.cancel()
-                for data in batch:
-                    yield Entry(str(index), data)
-                    index += 1
-                continue
-            self._check_open()
-            await _wait(waiter, None)
+
+        def batch(index: int) -> tuple[int, list[bytes]]:
+            ns = self._broker.namespaces.get(self.namespace)
+            if ns is None:
+                return index, []
+            index = max(index, ns.base)  # (trimmed meanwhile)
+            return index, list(islice(ns.frames, index - ns.base, None))
+
+        async for entry in self._entries(index, batch):
+            yield entry
 
     async def groups(self) -> list[GroupInfo]:
         self._check_open()
