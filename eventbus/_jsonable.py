@@ -199,13 +199,13 @@ def json_schema() -> dict[str, Any]:
     """
     from pydantic.json_schema import models_json_schema
 
-    from ._langchain import _LC_CLASSES
+    from ._langchain import lc_classes
 
     _, generated = models_json_schema(
-        [(cls, "serialization") for cls in _LC_CLASSES], ref_template="#/$defs/{model}"
+        [(cls, "serialization") for cls in lc_classes()], ref_template="#/$defs/{model}"
     )
     defs: dict[str, Any] = _strip(generated.get("$defs", {}))
-    for name in [cls.__name__ for cls in _LC_CLASSES]:
+    for name in [cls.__name__ for cls in lc_classes()]:
         model = defs.get(name)
         if model is not None and "type" not in model.get("properties", {}):
             # to_jsonable adds the class name where the dump has no "type"

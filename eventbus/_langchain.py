@@ -3,74 +3,99 @@
 * which LangChain / LangGraph classes the codec may rebuild (the allowlist);
 * how ``astream_events(version="v2")`` filters and patches events (reproduced for
   subscribers, who filter the full published stream);
-* a callback handler that turns plain ``invoke``/``ainvoke``/``stream`` calls into the same
-  v2 events, by reusing LangChain's own event-stream handler.
+* (in :mod:`eventbus._lc_handler`) a callback handler that turns plain
+  ``invoke``/``ainvoke``/``stream`` calls into the same v2 events.
+
+LangChain itself is imported when it is needed: its classes are registered with the codec
+the first time one is encoded or a value of one is decoded (a follower of a run of plain
+values never imports it), and when a publisher starts (:func:`install_langchain`).
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
-from typing import Any, Protocol, cast
-
-from langchain_core import agents, documents, messages, outputs, prompt_values
-from langchain_core.messages.base import TextAccessor
-from langchain_core.runnables.utils import AddableDict, _RootEventFilter
-from langchain_core.tracers.event_stream import _AstreamEventsCallbackHandler
+from typing import Any, cast
 
 from . import _codec, _registry
 
 __all__ = [
     "EventFilter",
-    "ForwardingHandler",
-    "new_run_id",
     "filter_type",
+    "install_langchain",
+    "lc_classes",
+    "new_run_id",
 ]
 
 StreamEvent = dict[str, Any]
 
-_LC_CLASSES: list[type] = [
-    # messages and their chunks
-    messages.BaseMessage,
-    messages.BaseMessageChunk,
-    messages.AIMessage,
-    messages.AIMessageChunk,
-    messages.HumanMessage,
-    messages.HumanMessageChunk,
-    messages.SystemMessage,
-    messages.SystemMessageChunk,
-    messages.ChatMessage,
-    messages.ChatMessageChunk,
-    messages.FunctionMessage,
-    messages.FunctionMessageChunk,
-    messages.ToolMessage,
-    messages.ToolMessageChunk,
-    messages.RemoveMessage,
-    # documents, prompt values, outputs, agents
-    documents.Document,
-    prompt_values.StringPromptValue,
-    prompt_values.ChatPromptValue,
-    prompt_values.ChatPromptValueConcrete,
-    prompt_values.ImagePromptValue,
-    outputs.Generation,
-    outputs.GenerationChunk,
-    outputs.ChatGeneration,
-    outputs.ChatGenerationChunk,
-    outputs.ChatResult,
-    outputs.LLMResult,
-    outputs.RunInfo,
-    agents.AgentAction,
-    agents.AgentActionMessageLog,
-    agents.AgentStep,
-    agents.AgentFinish,
-]
+
+@functools.cache
+def lc_classes() -> list[type]:
+    """The LangChain classes the codec may rebuild (the allowlist; imports LangChain)."""
+    from langchain_core import agents, documents, messages, outputs, prompt_values
+
+    return [
+        # messages and their chunks
+        messages.BaseMessage,
+        messages.BaseMessageChunk,
+        messages.AIMessage,
+        messages.AIMessageChunk,
+        messages.HumanMessage,
+        messages.HumanMessageChunk,
+        messages.SystemMessage,
+        messages.SystemMessageChunk,
+        messages.ChatMessage,
+        messages.ChatMessageChunk,
+        messages.FunctionMessage,
+        messages.FunctionMessageChunk,
+        messages.ToolMessage,
+        messages.ToolMessageChunk,
+        messages.RemoveMessage,
+        # documents, prompt values, outputs, agents
+        documents.Document,
+        prompt_values.StringPromptValue,
+        prompt_values.ChatPromptValue,
+        prompt_values.ChatPromptValueConcrete,
+        prompt_values.ImagePromptValue,
+        outputs.Generation,
+        outputs.GenerationChunk,
+        outputs.ChatGeneration,
+        outputs.ChatGenerationChunk,
+        outputs.ChatResult,
+        outputs.LLMResult,
+        outputs.RunInfo,
+        agents.AgentAction,
+        agents.AgentActionMessageLog,
+        agents.AgentStep,
+        agents.AgentFinish,
+    ]
 
 
-def _install_langchain() -> None:
-    for cls in _LC_CLASSES:
+_installed = False
+
+
+def install_langchain() -> None:
+    """Register LangChain's classes with the codec now (a publisher does so when it
+    starts; otherwise the first LangChain value encoded or decoded does)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    from langchain_core.messages.base import TextAccessor
+    from langchain_core.runnables.utils import AddableDict
+
+    for cls in lc_classes():
         _registry.register_builtin(cls, f"lc.{cls.__name__}")
     _registry.register_builtin(AddableDict, "lc.AddableDict")
     _registry.register_builtin(TextAccessor, "lc.TextAccessor")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_LC_CLASSES":  # (the allowlist, as it was once spelled)
+        return lc_classes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _install_langgraph() -> None:
@@ -152,7 +177,7 @@ def _function_of(ref: Any, default: Any) -> Any:
     raise ValueError(f"not a function reference: {ref!r}")
 
 
-_install_langchain()
+_registry.register_lazily("langchain_core", "lc.", install_langchain)
 _registry.register_lazily("langgraph", "lg.", _install_langgraph)
 
 
@@ -219,6 +244,8 @@ class EventFilter:
         exclude_types: Sequence[str] | None = None,
         exclude_tags: Sequence[str] | None = None,
     ) -> None:
+        from langchain_core.runnables.utils import _RootEventFilter
+
         self._filter = _RootEventFilter(
             include_names=include_names,
             include_types=include_types,
@@ -258,74 +285,3 @@ class EventFilter:
 _FILTER_KEYS = frozenset(
     f"{a}_{b}" for a in ("include", "exclude") for b in ("names", "types", "tags")
 )
-
-
-class RunSink(Protocol):
-    """Where :class:`ForwardingHandler` sends the root runs it sees (called from whatever
-    thread LangChain calls the handler in)."""
-
-    def start(self, root: str) -> None:
-        """A root run begins."""
-
-    def event(self, root: str, event: StreamEvent) -> None:
-        """A v2 StreamEvent of the root run ``root``."""
-
-    def end(self, root: str) -> None:
-        """The root run finished."""
-
-    def error(self, root: str, error: BaseException) -> None:
-        """The root run raised ``error``."""
-
-
-class ForwardingHandler(_AstreamEventsCallbackHandler):
-    """LangChain's own v2 event-stream handler, forwarding each event to ``sink`` instead
-    of its in-memory queue, with v2's root-event patches applied."""
-
-    def __init__(self, sink: RunSink) -> None:
-        super().__init__()
-        self._sink = sink
-        self._roots: set[str] = set()
-
-    def _send(self, event: Any, event_type: str) -> None:
-        run_id = event["run_id"]
-        parents = event.get("parent_ids") or []
-        root = parents[0] if parents else run_id
-        if not parents and event["event"].endswith("_start") and run_id not in self._roots:
-            self._roots.add(run_id)
-            self._sink.start(run_id)
-        if root not in self._roots:
-            return
-        if not parents and event["event"].endswith("_end"):
-            event["data"].pop("input", None)  # as v2 does for the root's end event
-            self._sink.event(root, event)
-            self._roots.discard(root)
-            self._sink.end(root)
-            return
-        self._sink.event(root, event)
-
-    def _root_error(self, error: BaseException, run_id: uuid.UUID, parent_run_id: Any) -> None:
-        rid = str(run_id)
-        if parent_run_id is None and rid in self._roots:
-            self._roots.discard(rid)
-            self._sink.error(rid, error)
-
-    async def on_chain_error(
-        self, error: BaseException, *, run_id: uuid.UUID, parent_run_id: Any = None, **kw: Any
-    ) -> None:
-        self._root_error(error, run_id, parent_run_id)
-
-    async def on_llm_error(
-        self, error: BaseException, *, run_id: uuid.UUID, parent_run_id: Any = None, **kw: Any
-    ) -> None:
-        self._root_error(error, run_id, parent_run_id)
-
-    async def on_retriever_error(
-        self, error: BaseException, *, run_id: uuid.UUID, parent_run_id: Any = None, **kw: Any
-    ) -> None:
-        self._root_error(error, run_id, parent_run_id)
-
-    async def on_tool_error(
-        self, error: BaseException, *, run_id: uuid.UUID, parent_run_id: Any = None, **kw: Any
-    ) -> None:
-        await super().on_tool_error(error, run_id=run_id, parent_run_id=parent_run_id, **kw)
-        self._root_error(error, run_id, parent_run_id)

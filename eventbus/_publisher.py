@@ -38,6 +38,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._langchain import StreamEvent
+from ._lc_handler import ForwardingHandler
 from ._records import failure_record, shrink, tree_by_key
 from ._signing import Keyring, KeysArg, keyring_from
 from ._wire import Cancelled, Codec, End, Failed, Heartbeat, RecordEncoder
@@ -46,6 +47,9 @@ from .transports import OutFrame, Transport, open_transport, redact_url
 __all__ = ["Publisher", "PublisherStats"]
 
 logger = logging.getLogger("eventbus")
+
+# a publisher encodes LangChain's values (and imports LangChain anyway): registered now
+_langchain.install_langchain()
 
 
 # the writer lingers (see Publisher's ``linger``) while records arrive faster than this
@@ -344,7 +348,7 @@ class Publisher:
         """
         self._check_open()
         assert self._loop is not None
-        return _langchain.ForwardingHandler(_HandlerSink(self, self._loop))
+        return ForwardingHandler(_HandlerSink(self, self._loop))
 
     def _handler_event(self, root: str, snapshot: Any, event: StreamEvent) -> None:
         run = self._runs.get(root)
@@ -622,7 +626,7 @@ class Publisher:
 
 
 class _HandlerSink:
-    """The callback handler's :class:`~eventbus._langchain.RunSink`: it encodes each event
+    """The callback handler's :class:`~eventbus._lc_handler.RunSink`: it encodes each event
     in whatever thread LangChain calls it from (so that what is published is the event as
     it was at that moment) and hands it to the publisher on the publisher's loop."""
 

@@ -327,3 +327,8 @@ def _register_str_subclass(cls: type[str], tag: str) -> None:
 
     _direct[cls] = (tag, reduce, True)  # (LangChain's TextAccessor chunks)
     _add(cls, tag, reduce, decode, builtin=True)
+
+
+# LangChain's and LangGraph's types are installed lazily (eventbus._langchain says how):
+# whoever uses the registry has those installers, whatever it imported first
+from . import _langchain  # noqa: E402, F401

@@ -52,7 +52,7 @@ from eventbus import (
     register_type,
 )
 from eventbus._codec import ext_hook, from_wire, to_msgpack_tree, to_wire
-from eventbus._langchain import _LC_CLASSES
+from eventbus._langchain import _LC_CLASSES, install_langchain
 from eventbus._wire import (
     SCHEMA_VERSION,
     Cancelled,
@@ -186,6 +186,7 @@ def hashables(json: bool) -> st.SearchStrategy[Any]:
     return st.recursive(scalars(json), extend, max_leaves=6)
 
 
+install_langchain()  # (installed on first use; these tests enumerate what it installs)
 TAGS = sorted(t for t in _codec._decoders if type(t) is str)
 
 
@@ -973,6 +974,9 @@ def test_hostile_tags_import_nothing_in_a_fresh_process() -> None:
         import sys
         import eventbus
         from eventbus._codec import from_wire
+        from eventbus._langchain import install_langchain
+        # (what any "lc." tag installs: LangChain's classes of the allowlist, no others)
+        install_langchain()
         before = set(sys.modules)
         for tag in {HOSTILE_TAGS!r}:
             assert type(from_wire({{"$t": tag, "v": "x"}})) is eventbus.UnknownType
