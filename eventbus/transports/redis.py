@@ -45,7 +45,7 @@ from .._exceptions import (
     PublishError,
     TransportError,
 )
-from . import check_name, redact_url
+from . import _redis_ops, check_name, redact_url
 from ._base import DeadLetter, Entry, GroupInfo, GroupOptions, OutFrame
 from ._kit import (
     Positive,
@@ -634,121 +634,30 @@ class RedisTransport:
             )
         return out
 
-    # -- operating: reads without a group, the control channel ------------------------
+    # -- operating (eventbus.transports._redis_ops) ------------------------------------
 
-    async def tap(self, start: Literal["first", "new"] = "new") -> AsyncIterator[Entry]:
-        """XREAD the group stream from its first entry or its last one: no group, no key
-        is created (an absent stream is waited for).
-
-        Raises:
-            AuthenticationError, ConnectError, TransportError: as :meth:`follow`.
-        """
-        last = "0-0"
-        if start == "new":
-
-            async def newest(client: aioredis.Redis) -> Any:
-                return await client.xrevrange(self._events_key, "+", "-", count=1)
-
-            rows = await self._retrying(newest, what="read the group stream", error=ConnectError)
-            if rows:
-                last = _text(rows[0][0])
-        async for entry in self._read(self._events_key, last, "read the group stream"):
-            yield entry
+    def tap(self, start: Literal["first", "new"] = "new") -> AsyncIterator[Entry]:
+        """XREAD the group stream from its first or its last entry (no group, no key
+        is created). Raises what :meth:`follow` raises."""
+        return _redis_ops.tap(self, start)
 
     async def groups(self) -> list[GroupInfo]:
-        """XINFO GROUPS of the group stream, and XLEN of each group's dead letters.
-
-        Raises:
-            AuthenticationError, ConnectError.
-        """
-
-        async def attempt(client: aioredis.Redis) -> list[GroupInfo]:
-            try:
-                rows: Any = await client.xinfo_groups(self._events_key)
-            except rexc.ResponseError as exc:
-                if "no such key" in str(exc).lower():
-                    return []
-                raise
-            out = []
-            for row in rows:
-                name = _text(row["name"])
-                lag = row.get("lag")
-                out.append(
-                    GroupInfo(
-                        name,
-                        int(row["consumers"]),
-                        int(row["pending"]),
-                        None if lag is None else int(lag),
-                        int(await client.xlen(self._dead_key(name))),
-                    )
-                )
-            return sorted(out, key=lambda g: g.name)
-
-        return await self._retrying(attempt, what="list groups", error=ConnectError)
+        """XINFO GROUPS, and XLEN of each group's dead letters. Raises ConnectError."""
+        return await _redis_ops.groups(self)
 
     async def signal(self, data: bytes) -> None:
-        """PUBLISH on the namespace's control channel.
+        """PUBLISH on the namespace's control channel. Raises ConnectError."""
+        await _redis_ops.signal(self, data)
 
-        Raises:
-            AuthenticationError, ConnectError.
-        """
-
-        async def attempt(client: aioredis.Redis) -> None:
-            await client.publish(self._control_channel, data)
-
-        await self._retrying(attempt, what="send a control message", error=ConnectError)
-
-    async def signals(self) -> AsyncIterator[bytes]:
-        """SUBSCRIBE to the namespace's control channel (a connection of its own).
-
-        Raises:
-            AuthenticationError, ConnectError, TransportError: as :meth:`follow`.
-        """
-        reconnect = _reconnecting(self, "listen on the control channel")
-        while True:
-            pubsub = self._live_client().pubsub()
-            try:
-                with anyio.fail_after(self.options.command_timeout):
-                    await pubsub.subscribe(self._control_channel)
-                reconnect.ok()
-                yield b""  # listening
-                while True:
-                    with anyio.fail_after(self.options.block + self.options.command_timeout):
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=self.options.block
-                        )
-                    if message is not None and message.get("type") == "message":
-                        yield bytes(message["data"])
-            except Exception as exc:
-                await _reconnect_pause(self, reconnect, exc)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    def signals(self) -> AsyncIterator[bytes]:
+        """SUBSCRIBE to the control channel. Raises what :meth:`follow` raises."""
+        return _redis_ops.signals(self)
 
     async def delete_namespace(self) -> None:
-        """Delete every key of this namespace: run streams, the group stream (with its
-        groups) and dead letters (SCAN, then DEL in batches). Followers and consumers
-        still running see their streams vanish. Not part of the transport protocol: an
-        operator's clean-up (``eventbus delete-namespace``).
-
-        Raises:
-            AuthenticationError, ConnectError.
-        """
-        # every key of a namespace starts so: eventbus:{<ns>}:... and eventbus:{<ns>:<run>}:run
-        # (a namespace holds no glob characters: check_name)
-        pattern = "eventbus:{" + self.namespace + "[}:]*"
-
-        async def attempt(client: aioredis.Redis) -> None:
-            batch: list[Any] = []
-            async for key in client.scan_iter(match=pattern, count=1000):
-                batch.append(key)
-                if len(batch) >= 500:
-                    await client.unlink(*batch)
-                    batch.clear()
-            if batch:
-                await client.unlink(*batch)
-
-        await self._retrying(attempt, what="delete the namespace", error=ConnectError)
+        """Delete every key of this namespace (an operator's clean-up, not part of the
+        transport protocol): consumers and followers see their streams vanish. Raises
+        ConnectError, AuthenticationError."""
+        await _redis_ops.delete_namespace(self)
 
 
 def _reconnecting(transport: RedisTransport, what: str) -> Retry:

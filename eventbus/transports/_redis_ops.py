@@ -1,0 +1,121 @@
+"""Redis: operating a namespace beyond reading and writing it. The group stream read
+without a group, what its groups hold, the control channel, deleting a namespace (the methods of
+:class:`~eventbus.transports.redis.RedisTransport` that do so call these)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+
+from .._exceptions import ConnectError
+from ._base import Entry, GroupInfo
+from ._redis_group import _text
+
+if TYPE_CHECKING:
+    from .redis import RedisTransport
+
+__all__ = ["delete_namespace", "groups", "signal", "signals", "tap"]
+
+
+async def tap(t: RedisTransport, start: Literal["first", "new"]) -> AsyncIterator[Entry]:
+    """XREAD the group stream from its first entry or its last one: no group, no key is
+    created (an absent stream is waited for)."""
+    last = "0-0"
+    if start == "new":
+
+        async def newest(client: aioredis.Redis) -> Any:
+            return await client.xrevrange(t._events_key, "+", "-", count=1)
+
+        rows = await t._retrying(newest, what="read the group stream", error=ConnectError)
+        if rows:
+            last = _text(rows[0][0])
+    async for entry in t._read(t._events_key, last, "read the group stream"):
+        yield entry
+
+
+async def signal(t: RedisTransport, data: bytes) -> None:
+    """PUBLISH on the namespace's control channel."""
+
+    async def attempt(client: aioredis.Redis) -> None:
+        await client.publish(t._control_channel, data)
+
+    await t._retrying(attempt, what="send a control message", error=ConnectError)
+
+
+async def groups(t: RedisTransport) -> list[GroupInfo]:
+    """XINFO GROUPS of the group stream, and XLEN of each group's dead letters."""
+
+    async def attempt(client: aioredis.Redis) -> list[GroupInfo]:
+        try:
+            rows: Any = await client.xinfo_groups(t._events_key)
+        except rexc.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return []
+            raise
+        out = []
+        for row in rows:
+            name = _text(row["name"])
+            lag = row.get("lag")
+            out.append(
+                GroupInfo(
+                    name,
+                    int(row["consumers"]),
+                    int(row["pending"]),
+                    None if lag is None else int(lag),
+                    int(await client.xlen(t._dead_key(name))),
+                )
+            )
+        return sorted(out, key=lambda g: g.name)
+
+    return await t._retrying(attempt, what="list groups", error=ConnectError)
+
+
+async def signals(t: RedisTransport) -> AsyncIterator[bytes]:
+    """SUBSCRIBE to the namespace's control channel, on a connection of its own; ``b""``
+    once subscribed (again after each reconnect)."""
+    from .redis import _reconnect_pause, _reconnecting
+
+    reconnect = _reconnecting(t, "listen on the control channel")
+    block, timeout = t.options.block, t.options.command_timeout
+    while True:
+        pubsub = t._live_client().pubsub()
+        try:
+            with anyio.fail_after(timeout):
+                await pubsub.subscribe(t._control_channel)
+            reconnect.ok()
+            yield b""  # listening
+            while True:
+                with anyio.fail_after(block + timeout):
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=block
+                    )
+                if message is not None and message.get("type") == "message":
+                    yield bytes(message["data"])
+        except Exception as exc:
+            await _reconnect_pause(t, reconnect, exc)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def delete_namespace(t: RedisTransport) -> None:
+    """SCAN the namespace's keys, UNLINK them in batches."""
+    # every key of a namespace starts so: eventbus:{<ns>}:... and eventbus:{<ns>:<run>}:run
+    # (a namespace holds no glob characters: check_name)
+    pattern = "eventbus:{" + t.namespace + "[}:]*"
+
+    async def attempt(client: aioredis.Redis) -> None:
+        batch: list[Any] = []
+        async for key in client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+
+    await t._retrying(attempt, what="delete the namespace", error=ConnectError)
