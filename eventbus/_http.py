@@ -28,14 +28,18 @@ Routes (paths relative to where the app is mounted):
     ..., "data": ...}`` and a terminal one (``end``/``error``/``cancelled``/``slow``) and
     closes (code 1000). A first message that is not such an object, a malformed resume
     id or an unknown run: an ``error`` message and close code 1008 (4404 for the run).
-``GET /threads/{thread_id}/runs/{run_id}/stream``
+``GET /threads/{thread_id}/runs/{run_id}/stream`` (and ``GET /runs/{run_id}/stream``)
     LangGraph SDK ``client.runs.join_stream(thread_id, run_id, stream_mode=...,
-    last_event_id=...)``. ``thread_id`` may be any value (eventbus runs have no threads).
-    Modes: ``events`` (the v2 events, as ``event: events``), and for a LangGraph run
-    published with a list ``stream_mode``, ``values``, ``updates``, ``custom``,
-    ``messages-tuple`` (parts named ``messages``), ``debug``, ``tasks``,
+    last_event_id=...)`` (Python) and ``client.runs.joinStream(threadId, runId,
+    {streamMode, lastEventId})`` (JavaScript). ``thread_id`` may be any value (eventbus
+    runs have no threads). Modes: ``events`` (the v2 events, as ``event: events``), and for
+    a LangGraph run published with a list ``stream_mode``, ``values``, ``updates``,
+    ``custom``, ``messages-tuple`` (parts named ``messages``), ``debug``, ``tasks``,
     ``checkpoints`` (``mode|ns`` for subgraphs). Default: ``values``, LangGraph's default. A
-    ``metadata`` part opens a fresh stream; ``end`` or ``error`` closes it.
+    ``metadata`` part (``{"run_id", "thread_id"}``) opens a fresh stream; ``end``
+    (``{"run_id", "status"}``: ``success``, or ``interrupted`` for a cancelled run) or
+    ``error`` (``{"error", "message"}``) closes it. ``cancel_on_disconnect`` is not
+    supported (ignored): a gateway only reads. See ``eventbus/_http_langgraph.py``.
 ``GET /threads/{thread_id}/runs/{run_id}``, ``GET /runs/{run_id}``
     ``{"run_id", "thread_id", "status"}``: ``running`` / ``success`` / ``error`` /
     ``interrupted`` (cancelled) / ``lost``, read from the run's records.
@@ -51,6 +55,10 @@ Errors: an unknown run is 404 after ``start_timeout`` seconds (default 5; a clie
 for up to ``max_wait`` with ``?wait=SECONDS``, to attach to a run about to start); a run id
 that is not a UUID is 404 at once; a malformed ``Last-Event-ID`` is 400 with a message; an
 authorization hook that says no is 403.
+
+Modules: this one (the app, its routes, the life cycle); ``_http_hub`` (the per-run
+subscription hub, a client's bounded buffer); ``_http_framing`` (SSE and WebSocket
+framing); ``_http_langgraph`` (the LangGraph SDK adapter).
 
 The clients of one run share one broker follow (a hub holding the run's last
 ``hub_max_events`` records; a client that needs older ones follows on its own), over the
@@ -69,41 +77,31 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
-import msgspec
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from . import _langchain
-from ._exceptions import (
-    EventbusError,
-    InvalidResumeToken,
-    RunError,
-    SequenceGapError,
-)
-from ._jsonable import dumps, error_jsonable, terminal_kind, to_jsonable
-from ._subscriber import FollowItem, Subscriber, _parse_token, _run_key
+from ._exceptions import EventbusError, InvalidResumeToken
+from ._http_framing import FILTERS, EventStream, sse_render, websocket_endpoint
+from ._http_hub import GatewayStats, _Hub, _Session, _Terminal
+from ._http_langgraph import join_stream
+from ._jsonable import error_jsonable
+from ._subscriber import Subscriber, _parse_token, _run_key
 
 __all__ = ["Gateway", "GatewayStats", "create_app", "serve"]
 
 logger = logging.getLogger("eventbus.http")
 
 Authorize = Callable[[HTTPConnection, str], "bool | Awaitable[bool]"]
-
-_FILTERS = tuple(f"{a}_{b}" for a in ("include", "exclude") for b in ("names", "types", "tags"))
-_encode = msgspec.json.Encoder().encode
-_RENDER_CACHE = 4096  # rendered events shared by the clients of a run
 
 
 def _ws_protocols() -> frozenset[str]:
@@ -115,176 +113,6 @@ def _ws_protocols() -> frozenset[str]:
 
 
 _WS_PROTOCOLS = _ws_protocols()
-_SSE_HEADERS = {
-    "cache-control": "no-cache",
-    "x-accel-buffering": "no",  # nginx: do not buffer the stream
-    "content-type": "text/event-stream; charset=utf-8",
-}
-
-
-@dataclass
-class GatewayStats:
-    """Counters of a gateway. ``clients``: connected streams now; ``follows``: broker
-    subscriptions (one per streaming client) now; ``slow``: clients disconnected for
-    reading too slowly; ``send_timeouts``: connections dropped on a blocked write;
-    ``events``: events sent, all clients together."""
-
-    clients: int = 0
-    follows: int = 0
-    slow: int = 0
-    send_timeouts: int = 0
-    events: int = 0
-
-
-class _Terminal:
-    """The end of a client's stream: ``kind`` is a record kind (``end``, ``error``,
-    ``cancelled``, ``lost``, ``gap``) or ``slow``."""
-
-    __slots__ = ("error", "kind")
-
-    def __init__(self, kind: str, error: BaseException | None) -> None:
-        self.kind = kind
-        self.error = error
-
-
-class _Session:
-    """One client's follow of one run, through a bounded buffer."""
-
-    def __init__(self, gateway: Gateway, run_id: str, after: str | None) -> None:
-        self.gateway = gateway
-        self.run_id = run_id
-        self.after = after
-        self.buffer: deque[FollowItem] = deque()
-        self.terminal: _Terminal | None = None
-        self.arrived = asyncio.Event()
-        self.drained = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self.first = asyncio.Event()  # the first item or the end arrived
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._pump(), name=f"eventbus-http-{self.run_id}")
-
-    async def _pump(self) -> None:
-        gw = self.gateway
-        hub = gw._acquire_hub(self.run_id)
-        items = gw._items(hub, self.after)
-        try:
-            async for item in items:
-                while len(self.buffer) >= gw.client_buffer:
-                    self.drained.clear()
-                    try:
-                        with anyio.fail_after(gw.slow_client_timeout):
-                            await self.drained.wait()
-                    except TimeoutError:
-                        self.terminal = _Terminal("slow", None)
-                        return
-                self.buffer.append(item)
-                self.arrived.set()
-                self.first.set()
-            self.terminal = _Terminal("end", None)
-        except (RunError, SequenceGapError) as exc:
-            self.terminal = _Terminal(terminal_kind(exc), exc)
-        except EventbusError as exc:
-            logger.warning("following run %s: %s", self.run_id, exc)
-            self.terminal = _Terminal("error", exc)
-        finally:
-            with contextlib.suppress(Exception):
-                await items.aclose()
-            gw._release_hub(hub)
-            self.arrived.set()
-            self.first.set()
-            gw._changed()
-
-    async def next(self, timeout: float) -> FollowItem | _Terminal | None:
-        """The next item, the terminal marker, or None after ``timeout`` idle seconds."""
-        while True:
-            if self.buffer:
-                item = self.buffer.popleft()
-                self.drained.set()
-                return item
-            if self.terminal is not None:
-                return self.terminal
-            self.arrived.clear()
-            try:
-                with anyio.fail_after(timeout):
-                    await self.arrived.wait()
-            except TimeoutError:
-                return None
-
-    async def close(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
-
-
-class _Fallback(Exception):
-    """The hub no longer holds the records a client needs: it follows on its own."""
-
-
-class _Hub:
-    """One broker follow of a run, shared by the gateway's clients of that run: the
-    records read so far (up to ``hub_max_events``, oldest dropped first) and the end."""
-
-    def __init__(self, gateway: Gateway, run_id: str) -> None:
-        self.gateway = gateway
-        self.run_id = run_id
-        self.items: list[FollowItem] = []
-        self.base = 0  # records dropped from the front: items[i] has seq base + i + 1
-        self.error: BaseException | None = None
-        self.done = False
-        self.clients = 0
-        self.changed = asyncio.Event()
-        self.task = asyncio.create_task(self._run(), name=f"eventbus-http-hub-{run_id}")
-
-    def _notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    async def _run(self) -> None:
-        gw = self.gateway
-        gw.stats.follows += 1
-        gw._changed()
-        try:
-            sub = await gw._connect()
-            async with contextlib.aclosing(sub.follow(self.run_id)) as follow:
-                async for item in follow:
-                    self.items.append(item)
-                    if len(self.items) > gw.hub_max_events:
-                        drop = max(1, gw.hub_max_events // 4)
-                        del self.items[:drop]
-                        self.base += drop
-                    self._notify()
-        except EventbusError as exc:
-            self.error = exc
-        finally:
-            self.done = True
-            gw.stats.follows -= 1
-            self._notify()
-            gw._changed()
-
-    async def follow(self, seen: int) -> AsyncGenerator[FollowItem, None]:
-        """The run's items after the first ``seen``; raises what ``Subscriber.follow``
-        raises, or _Fallback when they are no longer held."""
-        index = seen
-        while True:
-            if index < self.base:
-                raise _Fallback
-            while index - self.base < len(self.items):
-                item = self.items[index - self.base]
-                index += 1
-                yield item
-                if index < self.base:
-                    raise _Fallback
-            if self.done:
-                if self.error is not None:
-                    raise self.error
-                return
-            await self.changed.wait()
-
-
-class _SendTimeout(Exception):
-    pass
 
 
 def _is_loopback(host: str) -> bool:
@@ -382,7 +210,6 @@ class Gateway:
         self._change = asyncio.Event()
         self.hub_max_events = max(1, hub_max_events)
         self._hubs: dict[str, _Hub] = {}
-        self._render_cache: OrderedDict[tuple[Any, str], bytes] = OrderedDict()
         self._runs_cache: tuple[float, list[dict[str, Any]]] | None = None
         middleware = []
         if cors_origins:
@@ -401,6 +228,7 @@ class Gateway:
                 Route("/runs", self._runs),
                 Route("/runs/{run_id}", self._run_status),
                 Route("/runs/{run_id}/events", self._sse),
+                Route("/runs/{run_id}/stream", self._join_stream),
                 WebSocketRoute("/runs/{run_id}/ws", self._websocket),
                 Route("/threads/{thread_id}/runs/{run_id}", self._run_status),
                 Route("/threads/{thread_id}/runs/{run_id}/stream", self._join_stream),
@@ -492,43 +320,6 @@ class Gateway:
             self._connected = False
             await self.subscriber.aclose()
 
-    def _acquire_hub(self, run_id: str) -> _Hub:
-        hub = self._hubs.get(run_id)
-        if hub is None:
-            hub = self._hubs[run_id] = _Hub(self, run_id)
-        hub.clients += 1
-        return hub
-
-    def _release_hub(self, hub: _Hub) -> None:
-        hub.clients -= 1
-        if hub.clients <= 0:
-            # the last client of the run is gone: so is its broker follow
-            if self._hubs.get(hub.run_id) is hub:
-                del self._hubs[hub.run_id]
-            hub.task.cancel()
-
-    async def _items(self, hub: _Hub, after: str | None) -> AsyncGenerator[FollowItem, None]:
-        """A client's items: from the run's hub, or (when the hub no longer holds them)
-        from a follow of its own."""
-        last = after
-        try:
-            async for item in hub.follow(_parse_token(after)[0] if after else 0):
-                last = item.id
-                yield item
-            return
-        except _Fallback:
-            pass
-        self.stats.follows += 1
-        self._changed()
-        try:
-            sub = await self._connect()
-            async with contextlib.aclosing(sub.follow(hub.run_id, after=last)) as follow:
-                async for item in follow:
-                    yield item
-        finally:
-            self.stats.follows -= 1
-            self._changed()
-
     def _changed(self) -> None:
         self._change.set()
         self._change = asyncio.Event()
@@ -583,25 +374,6 @@ class Gateway:
                     f"(nothing published within {wait:g}s)",
                 )
         return session
-
-    def _rendered(self, item: FollowItem) -> bytes:
-        """The SSE message of an unfiltered event, rendered once for all the clients of
-        its run (the id names the run's record: a frame position and a sequence number)."""
-        key = (item.event.get("run_id"), item.id)
-        cache = self._render_cache
-        body = cache.get(key)
-        if body is None:
-            body = (
-                b"id: "
-                + item.id.encode()
-                + b"\nevent: message\ndata: "
-                + dumps(item.event)
-                + b"\n\n"
-            )
-            cache[key] = body
-            if len(cache) > _RENDER_CACHE:
-                cache.popitem(last=False)
-        return body
 
     # -- routes ------------------------------------------------------------------------
 
@@ -694,7 +466,7 @@ class Gateway:
 
     def _filter(self, conn: HTTPConnection) -> _langchain.EventFilter | None:
         options: dict[str, list[str]] = {}
-        for key in _FILTERS:
+        for key in FILTERS:
             values = [v for raw in conn.query_params.getlist(key) for v in raw.split(",") if v]
             if values:
                 options[key] = values
@@ -719,215 +491,16 @@ class Gateway:
         if isinstance(prepared, JSONResponse):
             return prepared
         _, session = prepared
-        keep = self._filter(request)
-
-        def render(item: FollowItem | _Terminal) -> bytes | None:
-            if isinstance(item, _Terminal):
-                kind = item.kind
-                if kind in ("lost", "gap"):
-                    kind = "error"
-                if kind == "slow":
-                    data: Any = {
-                        "type": "SlowClient",
-                        "message": f"this client read too slowly (buffer of "
-                        f"{self.client_buffer} events full for {self.slow_client_timeout:g}s); "
-                        "reconnect with Last-Event-ID to resume",
-                    }
-                else:
-                    data = self._error_data(item.error)
-                return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
-            event = item.event if keep is None else keep(item.event)
-            if event is None:
-                return None
-            return b"id: " + item.id.encode() + b"\nevent: message\ndata: " + dumps(event) + b"\n\n"
-
+        render = sse_render(self, self._filter(request))
         # the retry: field rides on the first event (a block of its own is dispatched as
         # an empty message by some clients, e.g. httpx-sse)
-        return _EventStream(self, session, render, b"", first_prefix=b"retry: %d\n" % self.retry_ms)
+        return EventStream(self, session, render, b"", first_prefix=b"retry: %d\n" % self.retry_ms)
 
     async def _join_stream(self, request: Request) -> Response:
-        prepared = await self._prepare(request)
-        if isinstance(prepared, JSONResponse):
-            return prepared
-        run_id, session = prepared
-        modes = {m for raw in request.query_params.getlist("stream_mode") for m in raw.split(",")}
-        modes.discard("")
-        if not modes:
-            modes = {"values"}
-        if "messages-tuple" in modes:
-            modes.add("messages")
-        keep = self._filter(request)
-        head = b""
-        if session.after is None:
-            head = b"event: metadata\ndata: " + _encode({"run_id": run_id, "attempt": 1}) + b"\n\n"
-
-        def render(item: FollowItem | _Terminal) -> bytes | None:
-            if isinstance(item, _Terminal):
-                if item.kind == "end":
-                    return b"event: end\ndata: null\n\n"
-                if item.kind == "slow":
-                    return None  # the connection just closes: the SDK reconnects
-                error = self._error_data(item.error) or {}
-                data = {
-                    "error": error.get("class") or error.get("type"),
-                    "message": error.get("message"),
-                }
-                return b"event: error\ndata: " + _encode(data) + b"\n\n"
-            parts: list[tuple[str, Any]] = []
-            event = item.event
-            if "events" in modes:
-                kept = event if keep is None else keep(event)
-                if kept is not None:
-                    parts.append(("events", to_jsonable(kept)))
-            if event["run_id"] == run_id and event["event"] == "on_chain_stream":
-                part = _mode_part(event["data"].get("chunk"), modes)
-                if part is not None:
-                    parts.append(part)
-            if not parts:
-                return None
-            out = bytearray()
-            for n, (name, data) in enumerate(parts):
-                # one id per event, on its last part: a resume never splits an event
-                if n == len(parts) - 1:
-                    out += b"id: " + item.id.encode() + b"\n"
-                out += b"event: " + name.encode() + b"\ndata: " + _safe_encode(data) + b"\n\n"
-            return bytes(out)
-
-        # relative to where the app is mounted: the SDK resolves it against its base URL
-        path = request.scope["path"]
-        root = request.scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        location = path + (f"?{request.url.query}" if request.url.query else "")
-        return _EventStream(self, session, render, head, extra_headers={"location": location})
+        return await join_stream(self, request)
 
     async def _websocket(self, websocket: WebSocket) -> None:
-        await websocket.accept()
-        run_id = _valid_run(websocket.path_params["run_id"])
-        if run_id is None:
-            await _ws_fail(websocket, 4404, "NotFound", "not a run id (a UUID)")
-            return
-        try:
-            with anyio.fail_after(self.max_wait):
-                first = await websocket.receive_text()
-            hello = msgspec.json.decode(first)
-            if type(hello) is not dict:
-                raise ValueError("the first message must be a JSON object")
-            token = hello.get("last_event_id")
-            if token is not None:
-                if type(token) is not str:
-                    raise ValueError("last_event_id must be a string")
-                _parse_token(token)
-            options: dict[str, list[str]] = {}
-            for key in _FILTERS:
-                value = hello.get(key)
-                if value is not None:
-                    if type(value) is not list or not all(type(v) is str for v in value):
-                        raise ValueError(f"{key} must be a list of strings")
-                    options[key] = value
-        except WebSocketDisconnect:
-            return
-        except TimeoutError:
-            await _ws_fail(websocket, 1008, "BadRequest", "no first message")
-            return
-        except (ValueError, KeyError, msgspec.DecodeError, InvalidResumeToken) as exc:
-            await _ws_fail(websocket, 1008, "BadRequest", f"bad first message: {exc}")
-            return
-        if not await self._allowed(websocket, run_id):
-            await _ws_fail(websocket, 1008, "Forbidden", "not allowed")
-            return
-        keep = _langchain.EventFilter(**options) if options else None
-        session = await self._open(websocket, run_id, token)
-        if isinstance(session, JSONResponse):
-            await _ws_fail(websocket, 4404, "NotFound", f"run {run_id} not found")
-            return
-        self.stats.clients += 1
-        self._changed()
-        try:
-            async with anyio.create_task_group() as tg:
-
-                async def listen() -> None:
-                    # what the client says after its first message is ignored; its
-                    # going away ends the stream
-                    with contextlib.suppress(WebSocketDisconnect):
-                        while True:
-                            message = await websocket.receive()
-                            if message["type"] == "websocket.disconnect":
-                                break
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(listen)
-                await self._ws_stream(websocket, session, keep)
-                tg.cancel_scope.cancel()
-        except _SendTimeout:
-            self.stats.send_timeouts += 1
-        finally:
-            await session.close()
-            self.stats.clients -= 1
-            self._changed()
-        with contextlib.suppress(Exception):
-            await websocket.close(1000)
-
-    async def _ws_stream(
-        self,
-        websocket: WebSocket,
-        session: _Session,
-        keep: _langchain.EventFilter | None,
-    ) -> None:
-        async def send(message: dict[str, Any]) -> None:
-            try:
-                with anyio.fail_after(self.send_timeout):
-                    await websocket.send_bytes(_safe_encode(message))
-            except TimeoutError:
-                raise _SendTimeout from None
-
-        while True:
-            item = await session.next(self.ping_interval)
-            if item is None:
-                await send({"event": "ping"})
-                continue
-            if isinstance(item, _Terminal):
-                if item.kind == "slow":
-                    self.stats.slow += 1
-                    data: Any = {"type": "SlowClient", "message": "this client read too slowly"}
-                    kind = "slow"
-                else:
-                    kind = "error" if item.kind in ("lost", "gap") else item.kind
-                    data = self._error_data(item.error)
-                await send({"event": kind, "data": data})
-                return
-            event = item.event if keep is None else keep(item.event)
-            if event is not None:
-                await send({"event": "message", "id": item.id, "data": to_jsonable(event)})
-                self.stats.events += 1
-
-
-def _mode_part(chunk: Any, modes: set[str]) -> tuple[str, Any] | None:
-    """The LangGraph SDK part of a root graph's stream chunk: ``(mode, payload)`` or
-    ``(namespace, mode, payload)`` (subgraphs); a bare chunk is ``values``."""
-    namespace: tuple[str, ...] = ()
-    if type(chunk) is tuple and len(chunk) == 2 and type(chunk[0]) is str:
-        mode, payload = chunk
-    elif (
-        type(chunk) is tuple
-        and len(chunk) == 3
-        and type(chunk[0]) is tuple
-        and type(chunk[1]) is str
-    ):
-        namespace, mode, payload = chunk
-    else:
-        mode, payload = "values", chunk
-    if mode not in modes:
-        return None
-    name = mode if not namespace else "|".join((mode, *namespace))
-    return name, to_jsonable(payload)
-
-
-def _safe_encode(data: Any) -> bytes:
-    try:
-        return _encode(data)
-    except (msgspec.EncodeError, UnicodeEncodeError):
-        return dumps(data)
+        await websocket_endpoint(self, websocket, _valid_run(websocket.path_params["run_id"]))
 
 
 def _valid_run(value: str) -> str | None:
@@ -943,98 +516,6 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 def _json_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-async def _ws_fail(websocket: WebSocket, code: int, kind: str, message: str) -> None:
-    with contextlib.suppress(Exception):
-        await websocket.send_bytes(
-            _encode({"event": "error", "data": {"type": kind, "message": message}})
-        )
-        await websocket.close(code, reason=message[:120])
-
-
-class _EventStream(Response):
-    """A ``text/event-stream`` response fed by a session: pings when idle, a bounded
-    wait on every write, and the session closed as soon as the client goes away."""
-
-    def __init__(
-        self,
-        gateway: Gateway,
-        session: _Session,
-        render: Callable[[FollowItem | _Terminal], bytes | None],
-        head: bytes,
-        extra_headers: dict[str, str] | None = None,
-        first_prefix: bytes = b"",
-    ) -> None:
-        self.first_prefix = first_prefix
-        # not Response.__init__: it would announce a content-length of 0
-        self.status_code = 200
-        self.background = None
-        self.raw_headers = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in {**_SSE_HEADERS, **(extra_headers or {})}.items()
-        ]
-        self.gateway = gateway
-        self.session = session
-        self.renderer = render
-        self.head = head
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gw = self.gateway
-        gw.stats.clients += 1
-        gw._changed()
-        try:
-            async with anyio.create_task_group() as tg:
-
-                async def listen() -> None:
-                    while True:
-                        message = await receive()
-                        if message["type"] == "http.disconnect":
-                            break
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(listen)
-                await self._stream(send)
-                tg.cancel_scope.cancel()
-        except _SendTimeout:
-            gw.stats.send_timeouts += 1
-        except OSError:  # the client went away mid-write
-            pass
-        finally:
-            await self.session.close()
-            gw.stats.clients -= 1
-            gw._changed()
-
-    async def _write(self, send: Send, body: bytes, more: bool = True) -> None:
-        try:
-            with anyio.fail_after(self.gateway.send_timeout):
-                await send({"type": "http.response.body", "body": body, "more_body": more})
-        except TimeoutError:
-            raise _SendTimeout from None
-
-    async def _stream(self, send: Send) -> None:
-        gw = self.gateway
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        if self.head:
-            await self._write(send, self.head)
-        while True:
-            item = await self.session.next(gw.ping_interval)
-            if item is None:
-                await self._write(send, b": ping\n\n")
-                continue
-            body = self.renderer(item)
-            if body and self.first_prefix:
-                body, self.first_prefix = self.first_prefix + body, b""
-            if isinstance(item, _Terminal):
-                if item.kind == "slow":
-                    gw.stats.slow += 1
-                await self._write(send, body or b"", more=False)
-                return
-            if body is not None:
-                await self._write(send, body)
-                gw.stats.events += 1
 
 
 def create_app(url: str, namespace: str = "default", **options: Any) -> Starlette:
