@@ -1,4 +1,4 @@
-# The one entry point: make install | lint | typecheck | test | bench | demo | schema | docs | lock
+# The one entry point: make install | lint | typecheck | test | bench | demo | schema | docs | lock | js
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,7 +18,7 @@ LOWEST_LOCK := requirements-lowest.txt
 LOCK_STALE := uv.lock does not satisfy pyproject.toml: run `make lock` and commit uv.lock and $(LOWEST_LOCK)
 
 .PHONY: install lint format typecheck test test-fast test-lowest bench demo schema docs brokers \
-	lock upgrade check-lock clean
+	lock upgrade check-lock clean js
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -51,6 +51,7 @@ typecheck: install  ## mypy --strict on the package
 	$(BIN)/mypy
 
 test: install  ## the whole suite, brokers included; then the codec's tests on the pure-Python codec
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory js; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	EVENTBUS_PURE_PYTHON=1 $(BIN)/python -m pytest -m "not redis and not rabbitmq" \
 		tests/test_codec.py tests/test_equivalence.py tests/test_graph_equivalence.py \
@@ -103,8 +104,15 @@ schema: install  ## regenerate docs/wire-format.schema.json (msgspec Structs) an
 docs: install  ## regenerate the option tables of docs/*.md from the transports' option specs
 	$(BIN)/python -m eventbus.transports._docs
 
+# the JavaScript LangGraph SDK of tests/test_js_sdk.py, exactly as tests/js/package-lock.json pins it
+JS_DIR := tests/js
+$(JS_DIR)/node_modules/.package-lock.json: $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+js: $(JS_DIR)/node_modules/.package-lock.json  ## node_modules for tests/test_js_sdk.py (npm ci; needs node >= 20)
+
 brokers:  ## start local Redis and RabbitMQ if they are not running (root, Debian)
 	bash .ci/brokers.sh
 
 clean:
-	rm -rf $(VENV) $(LOWEST_VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis eventbus/_codec.*.so
+	rm -rf $(VENV) $(LOWEST_VENV) $(TOOLS) $(JS_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis eventbus/_codec.*.so
