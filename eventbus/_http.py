@@ -26,7 +26,8 @@ Routes (paths relative to where the app is mounted):
     ``{"last_event_id": ..., "include_types": [...], ...}`` (``{}`` to start at the
     beginning); then the server sends JSON text messages ``{"event": "message", "id":
     ..., "data": ...}`` and a terminal one (``end``/``error``/``cancelled``/``slow``) and
-    closes (code 1000). A first message that is not such an object, a malformed resume
+    closes (code 1000; 1013 after ``slow``, the reason saying to resume with
+    ``last_event_id``). A first message that is not such an object, a malformed resume
     id or an unknown run: an ``error`` message and close code 1008 (4404 for the run).
 ``GET /threads/{thread_id}/runs/{run_id}/stream`` (and ``GET /runs/{run_id}/stream``)
     LangGraph SDK ``client.runs.join_stream(thread_id, run_id, stream_mode=...,

@@ -149,8 +149,6 @@ class EventStream(Response):
             if body and self.first_prefix:
                 body, self.first_prefix = self.first_prefix + body, b""
             if isinstance(item, _Terminal):
-                if item.kind == "slow":
-                    gw.stats.slow += 1
                 await self._write(send, body or b"", more=False)
                 return
             if body is not None:
@@ -198,6 +196,7 @@ async def websocket_endpoint(gw: Gateway, websocket: WebSocket, run_id: str | No
         await ws_fail(websocket, 1008, "Forbidden", "not allowed")
         return
     keep = _langchain.EventFilter(**options) if options else None
+    close: tuple[int, str] = (1000, "")
     session = await gw._open(websocket, run_id, token)
     if isinstance(session, JSONResponse):
         await ws_fail(websocket, 4404, "NotFound", f"run {run_id} not found")
@@ -218,7 +217,7 @@ async def websocket_endpoint(gw: Gateway, websocket: WebSocket, run_id: str | No
                 tg.cancel_scope.cancel()
 
             tg.start_soon(listen)
-            await _ws_stream(gw, websocket, session, keep)
+            close = await _ws_stream(gw, websocket, session, keep)
             tg.cancel_scope.cancel()
     except _SendTimeout:
         gw.stats.send_timeouts += 1
@@ -227,16 +226,20 @@ async def websocket_endpoint(gw: Gateway, websocket: WebSocket, run_id: str | No
         gw.stats.clients -= 1
         gw._changed()
     with contextlib.suppress(Exception):
-        await websocket.close(1000)
+        await websocket.close(*close)
 
 
 async def _ws_stream(
     gw: Gateway, websocket: WebSocket, session: _Session, keep: _langchain.EventFilter | None
-) -> None:
+) -> tuple[int, str]:
+    """Sends the session's events; the close code and reason once it ended (1013, "try
+    again later", for a client too slow)."""
+
     async def send(message: dict[str, Any]) -> None:
         try:
             with anyio.fail_after(gw.send_timeout):
-                await websocket.send_bytes(safe_encode(message))
+                # text frames: a browser's WebSocket hands them to JSON.parse as they are
+                await websocket.send_text(safe_encode(message).decode())
         except TimeoutError:
             raise _SendTimeout from None
 
@@ -246,13 +249,13 @@ async def _ws_stream(
             await send({"event": "ping"})
             continue
         if isinstance(item, _Terminal):
-            if item.kind == "slow":
-                gw.stats.slow += 1
             kind, data = terminal_data(
                 gw, item, 'reconnect with {"last_event_id": <the last id received>} to resume'
             )
             await send({"event": kind, "data": data})
-            return
+            if kind == "slow":
+                return 1013, "too slow: reconnect with last_event_id to resume"
+            return 1000, ""
         event = item.event if keep is None else keep(item.event)
         if event is not None:
             await send({"event": "message", "id": item.id, "data": to_jsonable(event)})
@@ -262,7 +265,7 @@ async def _ws_stream(
 async def ws_fail(websocket: WebSocket, code: int, kind: str, message: str) -> None:
     """An ``error`` message, then the close with ``code``."""
     with contextlib.suppress(Exception):
-        await websocket.send_bytes(
-            _encode({"event": "error", "data": {"type": kind, "message": message}})
+        await websocket.send_text(
+            _encode({"event": "error", "data": {"type": kind, "message": message}}).decode()
         )
         await websocket.close(code, reason=message[:120])

@@ -87,6 +87,7 @@ class _Session:
                             await self.drained.wait()
                     except TimeoutError:
                         self.terminal = _Terminal("slow", None)
+                        gw.stats.slow += 1
                         return
                 self.buffer.append(item)
                 self.arrived.set()

@@ -583,6 +583,83 @@ async def test_websocket_stream_resume_and_garbage(namespace: str) -> None:
     await gateway.aclose()
 
 
+async def test_websocket_slow_client_is_told_and_resumes_exactly(namespace: str) -> None:
+    """A WebSocket client that stops reading: its buffer is bounded, it is disconnected
+    with a ``slow`` message and close code 1013 it reads when it reads again, and resumes
+    by the last id it got, exactly; the other clients and the worker go on meanwhile."""
+    from websockets.asyncio.client import connect
+    from websockets.client import ClientProtocol
+    from websockets.frames import Close
+    from websockets.uri import parse_uri
+
+    url = broker_url("memory")
+    gateway = Gateway(
+        url, namespace, client_buffer=20, slow_client_timeout=0.5, socket_send_buffer=32768,
+        send_timeout=WAIT,
+    )  # fmt: skip
+    async with serving(gateway) as base:
+        run_id, local = await publish(url, namespace, tokens(250, size=4096), None)
+        ws_url = base.replace("http://", "ws://") + f"/runs/{run_id}/ws"
+        host, port = base.removeprefix("http://").split(":")
+        loop = asyncio.get_running_loop()
+        # the slow client: a raw socket with a tiny receive buffer, the WebSocket protocol
+        # without I/O (websockets' sans-I/O client); it says hello, then stops reading
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        proto = ClientProtocol(parse_uri(ws_url))
+        proto.send_request(proto.connect())
+        with anyio.fail_after(WAIT):
+            await loop.sock_connect(sock, (host, int(port)))
+            await loop.sock_sendall(sock, b"".join(proto.data_to_send()))
+            while proto.handshake_exc is None and not proto.events_received():
+                proto.receive_data(await loop.sock_recv(sock, 1024))
+        assert proto.handshake_exc is None
+        proto.send_text(b"{}")
+        await loop.sock_sendall(sock, b"".join(proto.data_to_send()))
+        # it is cut off while it does not read; a fast client reads the whole run meanwhile
+        await gateway.wait_for(lambda s: s.slow == 1, WAIT)
+        async with connect(ws_url) as fast:
+            await fast.send("{}")
+            with anyio.fail_after(WAIT):
+                quick = [msgspec.json.decode(m) async for m in fast]
+        assert [m["data"] for m in quick if m["event"] == "message"] == local
+        # now it reads: what was on its way, then the reason, then the close
+        messages: list[Any] = []
+        close: Close | None = None
+        with anyio.fail_after(WAIT):
+            while close is None:
+                data = await loop.sock_recv(sock, 1 << 20)
+                if not data:
+                    break
+                proto.receive_data(data)
+                for frame in proto.events_received():
+                    if frame.opcode.name == "TEXT":
+                        messages.append(msgspec.json.decode(frame.data))
+                    elif frame.opcode.name == "CLOSE":
+                        close = Close.parse(frame.data)
+                await loop.sock_sendall(sock, b"".join(proto.data_to_send()))
+        sock.close()
+        assert close is not None and close.code == 1013, close
+        assert "last_event_id" in close.reason
+        assert messages[-1]["event"] == "slow"
+        assert messages[-1]["data"]["type"] == "SlowClient"
+        assert "last_event_id" in messages[-1]["data"]["message"]
+        got = messages[:-1]
+        assert {m["event"] for m in got} == {"message"}
+        # bounded: it got a part of the run, not all of it
+        assert 0 < len(got) < len(local)
+        async with connect(ws_url) as ws:
+            await ws.send(json.dumps({"last_event_id": got[-1]["id"]}))
+            with anyio.fail_after(WAIT):
+                rest = [msgspec.json.decode(m) async for m in ws]
+            assert ws.close_code == 1000
+        assert [m["data"] for m in got + rest[:-1]] == local
+        assert rest[-1]["event"] == "end"
+        assert gateway.stats.slow == 1
+    await gateway.aclose()
+
+
 # -- the command line -----------------------------------------------------------------------
 
 
