@@ -245,6 +245,7 @@ def forward(args: argparse.Namespace) -> int:
         start=args.start,
         terminal_only=args.terminal_only,
         max_attempts=args.max_attempts,
+        batch=args.batch,
     )
     print(
         f"eventbus forward: namespace {args.namespace!r} on {redact_url(args.url)}, group "

@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--start", choices=("new", "first"), default="new")
     forward.add_argument("--terminal-only", action="store_true", help="only each run's end record")
     forward.add_argument("--max-attempts", type=int, default=8, metavar="N")
+    forward.add_argument(
+        "--batch", type=int, default=1, metavar="N", help="up to N records of a run per request"
+    )
     forward.set_defaults(handler="_cli_ops:forward", sync=True)
 
     _operations(sub, common)

@@ -11,13 +11,24 @@ Each request carries one record in the JSON form (``docs/json-form.md``, "Record
 
     {"kind": "event", "run_id": ..., "seq": 7, "id": null, "event": {...}}
 
-Delivery: a record is acked in its group only after a 2xx. 5xx, 408, 429, timeouts and
+With ``batch`` > 1, a run's records go by batches, one request per batch (only records of
+one run, in order; a batch holds what is waiting, up to ``batch`` records, after
+``batch_linger`` seconds at most for more)::
+
+    webhook-id: <run_id>:<first seq>-<last seq>   (the same on every retry of the batch)
+
+    {"kind": "batch", "run_id": ..., "records": [{"kind": "event", ...}, ...]}
+
+A redelivered record (a forwarder restarted before its ack) may come back in a batch of
+another composition, with another id: receivers deduplicate by ``(run_id, seq)``.
+
+Delivery: a record (a batch: each of its records) is acked in its group only after a 2xx. 5xx, 408, 429, timeouts and
 connection errors are retried with exponential backoff and full jitter (``Retry-After``
 is honoured, as seconds or an HTTP date, capped at ``max_backoff``); another 4xx is not
-retried. After ``max_attempts`` attempts, or on such a 4xx, the record is rejected into the
-group's dead letters (``Subscriber.dead_letters(group)``) with the reason. A run's records
-are delivered one at a time, in order (the next waits for the previous one's 2xx or dead
-letter); different runs are delivered concurrently.
+retried. After ``max_attempts`` attempts, or on such a 4xx, the record (every record of
+the batch) is rejected into the group's dead letters (``Subscriber.dead_letters(group)``)
+with the reason. A run's requests go one at a time, in order (the next waits for the
+previous one's 2xx or dead letter); different runs are delivered concurrently.
 """
 
 from __future__ import annotations
@@ -74,13 +85,15 @@ def sign(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 class WebhookStats:
     """Counters: ``attempts`` (requests sent), ``delivered`` (records acked after a 2xx),
     ``retries`` (attempts after the first), ``dead_letters`` (records given up on),
-    ``skipped`` (records not forwarded: ``terminal_only``)."""
+    ``skipped`` (records not forwarded: ``terminal_only``), ``requests`` (delivered
+    requests: equal to ``delivered`` without batching)."""
 
     attempts: int = 0
     delivered: int = 0
     retries: int = 0
     dead_letters: int = 0
     skipped: int = 0
+    requests: int = 0
 
 
 class _GiveUp(Exception):
@@ -107,6 +120,10 @@ class WebhookForwarder:
         max_pending: records read but not yet delivered, all runs together (backpressure).
         headers: extra request headers (e.g. an API key of the receiver).
         include_traceback: put the worker's traceback in error records.
+        batch: records of one run per request at most (1: one record per request, the
+            record itself as the body; more: ``{"kind": "batch", ...}`` bodies).
+        batch_linger: seconds a batch that is not full waits for more of its run's
+            records before it is sent (0: it takes what is waiting).
 
     Raises:
         ConfigurationError, MissingDependencyError: as :class:`~eventbus.Subscriber`, or a
@@ -134,6 +151,8 @@ class WebhookForwarder:
         include_traceback: bool = False,
         visibility_timeout: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        batch: int = 1,
+        batch_linger: float = 0.0,
     ) -> None:
         if subscriber is None:
             if url is None:
@@ -157,6 +176,8 @@ class WebhookForwarder:
         self.headers = dict(headers or {})
         self.include_traceback = include_traceback
         self.visibility_timeout = visibility_timeout
+        self.batch = max(1, batch)
+        self.batch_linger = max(0.0, batch_linger)
         self.stats = WebhookStats()
         self._pending = asyncio.Semaphore(max(1, max_pending))
         self._runs: dict[str, asyncio.Queue[Message]] = {}
@@ -226,34 +247,56 @@ class WebhookForwarder:
         self, client: httpx.AsyncClient, run_id: str, queue: asyncio.Queue[Message]
     ) -> None:
         try:
-            while True:
-                msg = queue.get_nowait() if not queue.empty() else None
-                if msg is None:
-                    # nothing left of this run for now: the worker ends (a later record
-                    # of the run starts another)
-                    return
+            while not queue.empty():
+                # (when the queue is empty, nothing is left of this run for now: the worker
+                # ends, and a later record of the run starts another)
+                batch = [queue.get_nowait()]
                 try:
-                    await self._deliver(client, msg)
+                    if self.batch > 1:
+                        await self._fill(queue, batch)
+                    await self._deliver(client, batch)
                 finally:
-                    self._pending.release()
+                    for _ in batch:
+                        self._pending.release()
                     self._changed()
         finally:
             if self._runs.get(run_id) is queue and queue.empty():
                 del self._runs[run_id]
                 self._workers.pop(run_id, None)
 
-    def _body(self, msg: Message) -> bytes:
-        if msg.kind == "event":
-            record = record_jsonable("event", msg.run_id, msg.seq, event=msg.event)
-        else:
-            record = record_jsonable(
-                msg.kind, msg.run_id, msg.seq, error=msg.error, traceback=self.include_traceback
-            )
-        return dumps(record)
+    async def _fill(self, queue: asyncio.Queue[Message], batch: list[Message]) -> None:
+        """Up to ``batch`` records of the run: what waits, then for ``batch_linger``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.batch_linger
+        while len(batch) < self.batch:
+            if not queue.empty():
+                batch.append(queue.get_nowait())
+                continue
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            try:
+                with anyio.fail_after(left):
+                    batch.append(await queue.get())
+            except TimeoutError:
+                return
 
-    async def _deliver(self, client: httpx.AsyncClient, msg: Message) -> None:
-        body = self._body(msg)
-        msg_id = f"{msg.run_id}:{msg.seq}"
+    def _record(self, msg: Message) -> dict[str, Any]:
+        if msg.kind == "event":
+            return record_jsonable("event", msg.run_id, msg.seq, event=msg.event)
+        return record_jsonable(
+            msg.kind, msg.run_id, msg.seq, error=msg.error, traceback=self.include_traceback
+        )
+
+    async def _deliver(self, client: httpx.AsyncClient, batch: list[Message]) -> None:
+        first, last = batch[0], batch[-1]
+        if self.batch == 1:
+            body = dumps(self._record(first))
+            msg_id = f"{first.run_id}:{first.seq}"
+        else:
+            records = [self._record(m) for m in batch]
+            body = dumps({"kind": "batch", "run_id": first.run_id, "records": records})
+            msg_id = f"{first.run_id}:{first.seq}-{last.seq}"
         reason = "no attempt"
         for attempt in range(self.max_attempts):
             if attempt:
@@ -277,8 +320,10 @@ class WebhookForwarder:
             else:
                 status = response.status_code
                 if 200 <= status < 300:
-                    await msg.ack()
-                    self.stats.delivered += 1
+                    for msg in batch:
+                        await msg.ack()
+                    self.stats.delivered += len(batch)
+                    self.stats.requests += 1
                     return
                 reason = f"HTTP {status}"
                 if 400 <= status < 500 and status not in (408, 429):
@@ -290,9 +335,10 @@ class WebhookForwarder:
                 if wait is not None:
                     delay = max(delay, min(wait, self.max_backoff))
                 await self._sleep(delay)
-        self.stats.dead_letters += 1
+        self.stats.dead_letters += len(batch)
         logger.warning("webhook %s to %s dead-lettered: %s", msg_id, self.to, reason)
-        await msg.reject(f"webhook to {self.to}: {reason} after {attempt + 1} attempt(s)")
+        for msg in batch:
+            await msg.reject(f"webhook to {self.to}: {reason} after {attempt + 1} attempt(s)")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -34,13 +34,15 @@ SECRET = "whsec_" + base64.b64encode(b"eventbus-test-secret-0123456789ab").decod
 
 
 class Receiver:
-    """An endpoint whose answers follow a script per (seq, attempt)."""
+    """An endpoint whose answers follow a script per (seq, attempt): a request's plan is
+    the script of the first of its records (its only one, unbatched) that has one."""
 
     def __init__(self, script: dict[int, list[int | str]]) -> None:
         self.script = script
         self.attempts: Counter[str] = Counter()
         self.arrivals: list[tuple[str, int]] = []  # (webhook-id, seq) as requests arrive
         self.accepted: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, list[dict[str, Any]]]] = []  # (webhook-id, records)
         self.bad_signatures = 0
         self.release = asyncio.Event()  # ends the requests that hang on purpose
         self._change = asyncio.Event()
@@ -55,10 +57,13 @@ class Receiver:
             return Response(status_code=401)
         msg_id = request.headers["webhook-id"]
         record = msgspec.json.decode(body)
+        records = record["records"] if record["kind"] == "batch" else [record]
         attempt = self.attempts[msg_id]
         self.attempts[msg_id] += 1
-        self.arrivals.append((msg_id, record["seq"]))
-        plan = self.script.get(record["seq"], []) if record["run_id"] == self.run_id else []
+        self.arrivals.append((msg_id, records[0]["seq"]))
+        self.requests.append((msg_id, records))
+        plans = [self.script[r["seq"]] for r in records if r["seq"] in self.script]
+        plan = plans[0] if plans and record["run_id"] == self.run_id else []
         answer = plan[attempt] if attempt < len(plan) else 200
         try:
             if answer == "hang":
@@ -66,7 +71,7 @@ class Receiver:
                 return Response(status_code=200)  # too late: the client has given up
             headers = {"retry-after": "1"} if answer == 429 else {}
             if answer == 200:
-                self.accepted.append(record)
+                self.accepted.extend(records)
             return Response(status_code=int(answer), headers=headers)
         finally:
             self._change.set()
@@ -182,6 +187,67 @@ async def test_retries_dead_letters_order_and_signatures(url: str, namespace: st
     assert first["event"]["event"] == "on_chain_start"
 
 
+async def test_batches_per_run(url: str, namespace: str) -> None:
+    """``batch=4``: one request per batch of a run's records, in order, signed; a failing
+    batch is retried as a whole (same id, same body), a refused one dead-letters all its
+    records; nothing lost, nothing accepted twice."""
+    # a batch holds at most 4 consecutive records: no two scripted seqs share one
+    receiver = Receiver({2: [500, 503, 200], 10: [400], 18: [429, 200], 26: ["hang", 200]})
+    run_a, events_a = await publish(url, namespace, tokens(30))
+    run_b, events_b = await publish(url, namespace, tokens(12))
+    receiver.run_id = run_a
+    async with serving(receiver.app) as base, eventbus.Subscriber(url, namespace) as sub:
+        forwarder = WebhookForwarder(
+            subscriber=sub, group="batched", to=f"{base}/hook", secret=SECRET, start="first",
+            max_attempts=3, backoff=0.01, timeout=0.5, batch=4, batch_linger=0.05,
+        )  # fmt: skip
+        task = asyncio.create_task(forwarder.run())
+        try:
+            total = events_a + events_b + 2
+            await forwarder.wait_for(lambda s: s.delivered + s.dead_letters == total, WAIT)
+        finally:
+            receiver.release.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        dead = await sub.dead_letters("batched")
+    assert receiver.bad_signatures == 0
+    by_id: dict[str, list[int]] = {}
+    for msg_id, records in receiver.requests:
+        run_id = records[0]["run_id"]
+        seqs = [r["seq"] for r in records]
+        # one run per request, consecutive records in order, at most 4; its id names them
+        assert {r["run_id"] for r in records} == {run_id}
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and len(seqs) <= 4
+        assert msg_id == f"{run_id}:{seqs[0]}-{seqs[-1]}"
+        assert by_id.setdefault(msg_id, seqs) == seqs  # a retry is the same batch
+    assert any(len(seqs) > 1 for seqs in by_id.values())  # batched, not one per request
+    # the refused batch: one attempt, all its records dead-lettered, none accepted
+    refused_id, refused = next(
+        (i, seqs) for i, seqs in by_id.items() if 10 in seqs and i.startswith(run_a)
+    )
+    assert receiver.attempts[refused_id] == 1
+    assert dead and all("HTTP 400" in d.reason for d in dead), [d.reason for d in dead]
+    assert forwarder.stats.dead_letters == len(refused)
+    # retried as a whole: 500, 503, 200; 429, 200; a timeout, 200
+    for seq, attempts in ((2, 3), (18, 2), (26, 2)):
+        msg_id = next(i for i, seqs in by_id.items() if seq in seqs and i.startswith(run_a))
+        assert receiver.attempts[msg_id] == attempts, seq
+    # every other record accepted exactly once, in order per run
+    accepted = [(r["run_id"], r["seq"]) for r in receiver.accepted]
+    assert len(accepted) == len(set(accepted))
+    for run_id, events in ((run_a, events_a), (run_b, events_b)):
+        seqs = [seq for r, seq in accepted if r == run_id]
+        skip = refused if run_id == run_a else []
+        assert seqs == [s for s in range(1, events + 2) if s not in skip]
+    assert forwarder.stats.delivered == len(accepted)
+    assert forwarder.stats.requests < forwarder.stats.delivered
+    # the requests of run A arrived in order: a batch's first attempt after the previous
+    # one's last
+    firsts = [seq for msg_id, seq in receiver.arrivals if msg_id.startswith(run_a)]
+    assert firsts == sorted(firsts)
+
+
 async def test_terminal_only(namespace: str) -> None:
     url = f"memory://{uuid.uuid4().hex}"
     receiver = Receiver({})
@@ -210,6 +276,36 @@ async def test_terminal_only(namespace: str) -> None:
     assert (error["class"], error["message"]) == ("ValueError", "the fake provider is down")
     assert "traceback" not in error
     assert len(receiver.accepted) == 2 and forwarder.stats.skipped >= ok_events
+
+
+@pytest.mark.redis
+async def test_eventbus_forward_command_batches(namespace: str) -> None:
+    """``eventbus forward --batch 3`` in its own process, against the real receiver."""
+    import subprocess
+    import sys
+
+    from conftest import broker_url
+
+    url = broker_url("redis")
+    receiver = Receiver({})
+    run_id, events = await publish(url, namespace, tokens(7))
+    receiver.run_id = run_id
+    async with serving(receiver.app) as base:
+        proc = subprocess.Popen(  # noqa: ASYNC220 - the test owns this process
+            [sys.executable, "-m", "eventbus", "forward", "--url", url, "-n", namespace,
+             "--group", "cli", "--to", f"{base}/hook", "--secret", SECRET, "--start", "first",
+             "--batch", "3"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            await receiver.wait_for(lambda: any(r["kind"] == "end" for r in receiver.accepted),
+                                    WAIT)  # fmt: skip
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert [r["seq"] for r in receiver.accepted] == list(range(1, events + 2))
+    assert all(1 <= len(records) <= 3 for _, records in receiver.requests)
+    assert receiver.bad_signatures == 0
 
 
 def test_signature_matches_the_reference_implementation() -> None:
