@@ -22,12 +22,12 @@ one run, in order; a batch holds what is waiting, up to ``batch`` records, after
 A redelivered record (a forwarder restarted before its ack) may come back in a batch of
 another composition, with another id: receivers deduplicate by ``(run_id, seq)``.
 
-Delivery: a record (a batch: each of its records) is acked in its group only after a 2xx. 5xx, 408, 429, timeouts and
-connection errors are retried with exponential backoff and full jitter (``Retry-After``
-is honoured, as seconds or an HTTP date, capped at ``max_backoff``); another 4xx is not
-retried. After ``max_attempts`` attempts, or on such a 4xx, the record (every record of
-the batch) is rejected into the group's dead letters (``Subscriber.dead_letters(group)``)
-with the reason. A run's requests go one at a time, in order (the next waits for the
+Delivery: a record (a batch: each of its records) is acked in its group only after a
+2xx. 5xx, 408, 429, timeouts and connection errors are retried with exponential backoff
+and full jitter (``Retry-After`` is honoured, as seconds or an HTTP date, capped at
+``max_backoff``); another 4xx is not retried. After ``max_attempts`` attempts, or on
+such a 4xx, the record (every record of the batch) is rejected into the group's dead
+letters (``Subscriber.dead_letters(group)``) with the reason. A run's requests go one at a time, in order (the next waits for the
 previous one's 2xx or dead letter); different runs are delivered concurrently.
 """
 
