@@ -11,23 +11,21 @@ import io
 import json
 import os
 import re
-import socket
 import textwrap
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-import uvicorn
 from conftest import broker_url
 from runnables import CASES
 from test_browser import CHROMIUM, HAVE_CHROMIUM, TOKENS, Browser, GatedChat
 from test_http import publish, read_sse, serving, tokens
 from test_js_sdk import JS, _node
 from test_webhooks import SECRET
+from test_webhooks import serving as serving_app
 
 import eventbus
 from eventbus._http import Gateway
@@ -50,21 +48,9 @@ def put(code: str, old: str, new: str) -> str:
     return code.replace(old, new)
 
 
-@contextlib.asynccontextmanager
-async def uvicorn_serving(app: Any) -> AsyncIterator[str]:
-    """Any ASGI app on uvicorn (its lifespan on), on a free port of 127.0.0.1."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        with anyio.fail_after(WAIT):
-            await task
-        sock.close()
+def uvicorn_serving(app: Any) -> contextlib.AbstractAsyncContextManager[str]:
+    """Any ASGI app on uvicorn, its lifespan on."""
+    return serving_app(app, lifespan="on")
 
 
 async def test_fastapi_mount(namespace: str) -> None:
