@@ -92,7 +92,7 @@ from starlette.websockets import WebSocket
 
 from . import _langchain
 from ._exceptions import EventbusError, InvalidResumeToken
-from ._http_framing import FILTERS, EventStream, sse_render, websocket_endpoint
+from ._http_framing import FILTERS, EventStream, RenderCache, sse_render, websocket_endpoint
 from ._http_hub import GatewayStats, _Hub, _Session, _Terminal
 from ._http_langgraph import join_stream
 from ._jsonable import error_jsonable
@@ -211,6 +211,7 @@ class Gateway:
         self._change = asyncio.Event()
         self.hub_max_events = max(1, hub_max_events)
         self._hubs: dict[str, _Hub] = {}
+        self._rendered = RenderCache()
         self._runs_cache: tuple[float, list[dict[str, Any]]] | None = None
         middleware = []
         if cors_origins:
@@ -491,8 +492,8 @@ class Gateway:
         prepared = await self._prepare(request)
         if isinstance(prepared, JSONResponse):
             return prepared
-        _, session = prepared
-        render = sse_render(self, self._filter(request))
+        run_id, session = prepared
+        render = sse_render(self, run_id, self._filter(request))
         # the retry: field rides on the first event (a block of its own is dispatched as
         # an empty message by some clients, e.g. httpx-sse)
         return EventStream(self, session, render, b"", first_prefix=b"retry: %d\n" % self.retry_ms)

@@ -4,6 +4,7 @@ keep-alives, terminal events, bounded writes."""
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,26 @@ class _SendTimeout(Exception):
     pass
 
 
+class RenderCache:
+    """The SSE messages of unfiltered events, rendered once for all the clients of a run
+    (they read the same records at about the same time): the last ``size`` of them."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._bodies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def get(self, run_id: str, item: FollowItem) -> bytes:
+        key = (run_id, item.id)
+        body = self._bodies.get(key)
+        if body is None:
+            body = b"id: " + item.id.encode() + b"\nevent: message\ndata: " + dumps(item.event)
+            body += b"\n\n"
+            self._bodies[key] = body
+            if len(self._bodies) > self.size:
+                self._bodies.popitem(last=False)
+        return body
+
+
 def safe_encode(data: Any) -> bytes:
     """JSON of ``data``, through the JSON form when msgspec alone cannot encode it."""
     try:
@@ -58,7 +79,7 @@ def terminal_data(gw: Gateway, item: _Terminal, resume: str) -> tuple[str, Any]:
     return kind, gw._error_data(item.error)
 
 
-def sse_render(gw: Gateway, keep: _langchain.EventFilter | None) -> Render:
+def sse_render(gw: Gateway, run_id: str, keep: _langchain.EventFilter | None) -> Render:
     """The renderer of ``GET /runs/{run_id}/events``: ``event: message`` with the
     event's id, and a terminal event without one (a reconnect gets it again)."""
 
@@ -66,7 +87,9 @@ def sse_render(gw: Gateway, keep: _langchain.EventFilter | None) -> Render:
         if isinstance(item, _Terminal):
             kind, data = terminal_data(gw, item, "reconnect with Last-Event-ID to resume")
             return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
-        event = item.event if keep is None else keep(item.event)
+        if keep is None:
+            return gw._rendered.get(run_id, item)
+        event = keep(item.event)
         if event is None:
             return None
         return b"id: " + item.id.encode() + b"\nevent: message\ndata: " + dumps(event) + b"\n\n"

@@ -27,8 +27,9 @@ Delivery: a record (a batch: each of its records) is acked in its group only aft
 and full jitter (``Retry-After`` is honoured, as seconds or an HTTP date, capped at
 ``max_backoff``); another 4xx is not retried. After ``max_attempts`` attempts, or on
 such a 4xx, the record (every record of the batch) is rejected into the group's dead
-letters (``Subscriber.dead_letters(group)``) with the reason. A run's requests go one at a time, in order (the next waits for the
-previous one's 2xx or dead letter); different runs are delivered concurrently.
+letters (``Subscriber.dead_letters(group)``) with the reason. A run's requests go one at
+a time, in order (the next waits for the previous one's 2xx or dead letter); different
+runs are delivered concurrently.
 """
 
 from __future__ import annotations
