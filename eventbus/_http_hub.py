@@ -122,6 +122,15 @@ class _Session:
             except TimeoutError:
                 return None
 
+    def take(self, limit: int) -> list[FollowItem]:
+        """Up to ``limit`` buffered items, without waiting (the terminal marker stays)."""
+        out: list[FollowItem] = []
+        while self.buffer and len(out) < limit:
+            out.append(self.buffer.popleft())
+        if out:
+            self.drained.set()
+        return out
+
     async def close(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
