@@ -39,7 +39,11 @@ Routes (paths relative to where the app is mounted):
     ``checkpoints`` (``mode|ns`` for subgraphs). Default: ``values``, LangGraph's default. A
     ``metadata`` part (``{"run_id", "thread_id"}``) opens a fresh stream; ``end``
     (``{"run_id", "status"}``: ``success``, or ``interrupted`` for a cancelled run) or
-    ``error`` (``{"error", "message"}``) closes it. ``cancel_on_disconnect`` is not
+    ``error`` (``{"error", "message"}``) closes it. A client too slow is dropped (the
+    response left incomplete after a ``: too slow`` comment), not closed: after a clean
+    close the SDKs reconnect only while the run is running, after a drop always, with
+    ``Last-Event-ID`` (a gateway mounted in another uvicorn app logs "ASGI callable
+    returned without completing response" then). ``cancel_on_disconnect`` is not
     supported (ignored): a gateway only reads. See ``eventbus/_http_langgraph.py``.
 ``GET /threads/{thread_id}/runs/{run_id}``, ``GET /runs/{run_id}``
     ``{"run_id", "thread_id", "status"}``: ``running`` / ``success`` / ``error`` /
@@ -295,6 +299,8 @@ class Gateway:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_send_buffer)
             sock.bind((host, port))
             sock.listen(1024)
+            # a slow LangGraph SDK client's stream is dropped on purpose (EventStream)
+            logging.getLogger("uvicorn.error").addFilter(_DROPPED_ON_PURPOSE)
             config = uvicorn.Config(
                 self.app,
                 log_level="warning",
@@ -503,6 +509,14 @@ class Gateway:
 
     async def _websocket(self, websocket: WebSocket) -> None:
         await websocket_endpoint(self, websocket, _valid_run(websocket.path_params["run_id"]))
+
+
+class _DroppedOnPurpose(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing response."
+
+
+_DROPPED_ON_PURPOSE = _DroppedOnPurpose()
 
 
 def _valid_run(value: str) -> str | None:

@@ -34,6 +34,7 @@ SSE_HEADERS = {
 }
 
 
+ABORTED = b": too slow: dropped; reconnect with Last-Event-ID to resume\n\n"
 _WRITE_BATCH = 64  # buffered events joined into one write to a client
 
 
@@ -175,6 +176,12 @@ class EventStream(Response):
             if body and self.first_prefix:
                 body, self.first_prefix = self.first_prefix + body, b""
             if isinstance(item, _Terminal):
+                if body is None and item.kind == "slow":
+                    # (the LangGraph SDKs) the connection is dropped, not closed: after a
+                    # clean close they reconnect only while the run is running, after a
+                    # drop always, with Last-Event-ID; the response is left incomplete
+                    await self._write(send, ABORTED)
+                    return
                 await self._write(send, body or b"", more=False)
                 return
             # what else is buffered goes in the same write: one send (and one bounded

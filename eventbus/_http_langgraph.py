@@ -63,9 +63,7 @@ async def join_stream(gw: Gateway, request: Request) -> Response:
                 data: Any = {"run_id": run_id, "status": status}
                 return b"event: end\ndata: " + _encode(data) + b"\n\n"
             if item.kind == "slow":
-                # the connection just closes: the SDKs ask the run's status (running) and
-                # reconnect with Last-Event-ID
-                return None
+                return None  # the connection is dropped (EventStream): the SDKs reconnect
             error = gw._error_data(item.error) or {}
             data = {
                 "error": error.get("class") or error.get("type"),

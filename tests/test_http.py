@@ -534,6 +534,33 @@ async def test_langgraph_sdk_join_stream(url: str, namespace: str) -> None:
     await gateway.aclose()
 
 
+async def test_langgraph_sdk_slow_client_is_dropped_and_resumes_by_itself(namespace: str) -> None:
+    """A Python SDK client that stops reading on a finished run is dropped, and the SDK
+    reconnects with Last-Event-ID by itself (a clean close would end it: the run is no
+    longer running): every event once."""
+    from langgraph_sdk import get_client
+
+    url = broker_url("memory")
+    gateway = Gateway(
+        url, namespace, client_buffer=20, slow_client_timeout=0.3, socket_send_buffer=32768
+    )
+    run_id, local = await publish(url, namespace, tokens(400, size=4096), None)
+    async with serving(gateway) as base:
+        client = get_client(url=base)
+        parts = []
+        try:
+            with anyio.fail_after(WAIT):
+                async for part in client.runs.join_stream("t", run_id, stream_mode="events"):
+                    parts.append(part)
+                    if len(parts) == 3:
+                        await gateway.wait_for(lambda s: s.slow == 1, WAIT)
+        finally:
+            await client.aclose()
+    assert [p.data for p in parts if p.event == "events"] == local
+    assert parts[-1].event == "end"
+    await gateway.aclose()
+
+
 # -- WebSocket ------------------------------------------------------------------------------
 
 

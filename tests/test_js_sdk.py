@@ -77,8 +77,10 @@ class Joined:
             str(SCRIPT),
             json.dumps(self.args),
             cwd=JS,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            limit=1 << 26,  # a run's end event carries its whole output
         )
         return self
 
@@ -305,6 +307,38 @@ async def test_js_sdk_reconnects_by_itself_after_a_cut(namespace: str) -> None:
     assert parts[-1]["event"] == "end"
     # the reconnection went through the proxy again, with the id
     assert any(b"last-event-id" in r.lower() for r in proxy.requests)
+    await gateway.aclose()
+
+
+async def test_js_sdk_slow_client_is_dropped_and_resumes_by_itself(namespace: str) -> None:
+    """A JS SDK client that stops reading on a finished run: the gateway drops it (its
+    buffer stays full), and the SDK reconnects with ``Last-Event-ID`` by itself (after a
+    clean close it would not: the run is no longer running) and gets every event once."""
+    from test_http import publish, tokens
+
+    node = _node()
+    url = broker_url("memory")
+    gateway = Gateway(
+        url, namespace, client_buffer=20, slow_client_timeout=0.3, socket_send_buffer=32768
+    )
+    run_id, local = await publish(url, namespace, tokens(400, size=4096), None)
+    async with (
+        serving(gateway) as base,
+        Joined(node, apiUrl=base, threadId="t", runId=run_id, streamMode="events",
+               pauseAfter=3) as joined,
+    ):  # fmt: skip
+        for _ in range(3):
+            assert await joined.next() is not None
+        # it reads nothing now, until it has been cut off
+        await gateway.wait_for(lambda s: s.slow == 1, WAIT)
+        assert joined.proc is not None and joined.proc.stdin is not None
+        joined.proc.stdin.write(b"go on\n")
+        await joined.proc.stdin.drain()
+        joined.proc.stdin.close()
+        parts = await joined.all()
+    assert [p["data"] for p in parts if p["event"] == "events"] == local
+    assert [p["event"] for p in parts].count("metadata") == 1
+    assert parts[-1]["event"] == "end"
     await gateway.aclose()
 
 
