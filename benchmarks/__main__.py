@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import _readme, codec, consume, latency, overhead, publish, scale, signing
+from . import _readme, codec, consume, http_fanout, latency, overhead, publish, scale, signing
 from ._common import describe, machine_description
 
 SCENARIOS = {
@@ -35,6 +35,7 @@ SCENARIOS = {
     "codec": codec,
     "scale": scale,
     "signing": signing,
+    "http_fanout": http_fanout,
 }
 # EVENTBUS_BENCH_RESULTS: somewhere else than the committed results (the smoke test)
 RESULTS = Path(

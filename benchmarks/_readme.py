@@ -18,7 +18,7 @@ BEGIN = (
     "benchmarks/results/*.json: do not edit) -->"
 )
 END = "<!-- benchmarks:end -->"
-ORDER = ("publish", "latency", "overhead", "codec", "consume")
+ORDER = ("publish", "latency", "overhead", "codec", "consume", "http_fanout")
 
 
 def load(results: Path) -> dict[str, dict[str, Any]]:
@@ -124,6 +124,18 @@ def _consume(rows: list[dict[str, Any]]) -> Iterable[str]:
             yield line + "."
 
 
+def _http_fanout(rows: list[dict[str, Any]]) -> Iterable[str]:
+    for r in rows:
+        if r.get("case", "").startswith("eventbus gateway") and "events_per_s" in r:
+            line = (
+                f"* **HTTP gateway fan-out, {r['broker']}**: {r['events_per_s']:,.0f} events/s "
+                f"to {r['clients']} SSE clients of one run"
+            )
+            if "vs_bare" in r:
+                line += f", {_x(r, 'vs_bare')} a bare uvicorn server of the same bytes"
+            yield line + "."
+
+
 def render(docs: dict[str, dict[str, Any]]) -> str:
     """The generated block (markers included)."""
     lines = [BEGIN, ""]
@@ -140,6 +152,7 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
                 "overhead": _overhead,
                 "codec": _codec,
                 "consume": _consume,
+                "http_fanout": _http_fanout,
             }[name](doc["results"])
         )
     lines += [
