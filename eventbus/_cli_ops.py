@@ -221,6 +221,7 @@ def serve(args: argparse.Namespace) -> int:
             start_timeout=args.wait,
             include_traceback=args.traceback,
             page=args.page,
+            allow_cancel=args.allow_cancel,
         )
     )
     return 0

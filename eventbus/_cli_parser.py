@@ -263,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--page", action="store_true", help="serve a page at / that follows ?run=RUN_ID"
     )
+    serve.add_argument(
+        "--allow-cancel",
+        action="store_true",
+        help="honour the LangGraph SDKs' cancel_on_disconnect: a join client that asked "
+        "for it and leaves before the run ends cancels the run",
+    )
     serve.set_defaults(handler="_cli_ops:serve", sync=True)
 
     forward = sub.add_parser(

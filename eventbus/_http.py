@@ -43,8 +43,12 @@ Routes (paths relative to where the app is mounted):
     response left incomplete after a ``: too slow`` comment), not closed: after a clean
     close the SDKs reconnect only while the run is running, after a drop always, with
     ``Last-Event-ID`` (a gateway mounted in another uvicorn app logs "ASGI callable
-    returned without completing response" then). ``cancel_on_disconnect`` is not
-    supported (ignored): a gateway only reads. See ``eventbus/_http_langgraph.py``.
+    returned without completing response" then). ``cancel_on_disconnect`` (the SDKs'
+    ``cancel_on_disconnect=True`` / ``cancelOnDisconnect: true``) is honoured only by a
+    gateway made with ``allow_cancel=True``: a client that goes away before the run's end
+    cancels the run (:meth:`Subscriber.cancel`, reason ``"client disconnected"``); a
+    client too slow, dropped by the gateway, cancels nothing. Otherwise it is ignored.
+    See ``eventbus/_http_langgraph.py``.
 ``GET /threads/{thread_id}/runs/{run_id}``, ``GET /runs/{run_id}``
     ``{"run_id", "thread_id", "status"}``: ``running`` / ``success`` / ``error`` /
     ``interrupted`` (cancelled) / ``lost``, read from the run's records.
@@ -151,6 +155,10 @@ class Gateway:
         slow_client_timeout: a client whose buffer stays full this long is disconnected.
         send_timeout: a write to a client blocked this long drops its connection.
         include_traceback: put the worker's traceback in ``error`` events.
+        allow_cancel: honour the LangGraph SDKs' ``cancel_on_disconnect``: a join client
+            that asked for it and goes away before the run ends cancels the run (its
+            worker needs ``Publisher(remote_cancel=True)``, the default). Off by default:
+            with it, whoever may follow a run (``authorize``) may also cancel it.
         retry_ms: the ``retry:`` reconnection delay suggested to ``EventSource``.
         hub_max_events: records of a run held in memory for its clients (see below).
         page: serve a small page at ``/`` that follows ``?run=<run id>`` with
@@ -179,6 +187,7 @@ class Gateway:
         slow_client_timeout: float = 10.0,
         send_timeout: float = 30.0,
         include_traceback: bool = False,
+        allow_cancel: bool = False,
         retry_ms: int = 1000,
         socket_send_buffer: int | None = None,
         page: bool = False,
@@ -207,6 +216,8 @@ class Gateway:
         self.slow_client_timeout = slow_client_timeout
         self.send_timeout = send_timeout
         self.include_traceback = include_traceback
+        self.allow_cancel = allow_cancel
+        self._cancels: set[asyncio.Task[Any]] = set()
         self.retry_ms = retry_ms
         self.socket_send_buffer = socket_send_buffer
         self.stats = GatewayStats()
@@ -324,6 +335,9 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close the broker connection (if the gateway opened it)."""
+        # a cancel asked for by a client that left is sent before the connection goes
+        if self._cancels:
+            await asyncio.wait(set(self._cancels), timeout=self.send_timeout)
         if self._owns_subscriber and self._connected:
             self._connected = False
             await self.subscriber.aclose()
@@ -339,6 +353,23 @@ class Gateway:
                 await self._change.wait()
 
     # -- helpers -----------------------------------------------------------------------
+
+    def cancel_on_disconnect(self, run_id: str) -> None:
+        """Cancel ``run_id`` in the background: its client asked for it and left."""
+
+        async def cancel() -> None:
+            try:
+                result = await self.subscriber.cancel(run_id, reason="client disconnected")
+            except EventbusError as exc:
+                logger.warning("cancel_on_disconnect of run %s failed: %s", run_id, exc)
+                return
+            if result.outcome == "cancelled":
+                self.stats.cancels += 1
+                self._changed()
+
+        task = asyncio.create_task(cancel())
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
 
     async def _allowed(self, conn: HTTPConnection, run_id: str) -> bool:
         if self.authorize is None:

@@ -113,8 +113,10 @@ class EventStream(Response):
         head: bytes,
         extra_headers: dict[str, str] | None = None,
         first_prefix: bytes = b"",
+        on_client_gone: Callable[[], None] | None = None,
     ) -> None:
         self.first_prefix = first_prefix
+        self.on_client_gone = on_client_gone
         # not Response.__init__: it would announce a content-length of 0
         self.status_code = 200
         self.background = None
@@ -131,14 +133,17 @@ class EventStream(Response):
         gw = self.gateway
         gw.stats.clients += 1
         gw._changed()
+        gone = False
         try:
             async with anyio.create_task_group() as tg:
 
                 async def listen() -> None:
+                    nonlocal gone
                     while True:
                         message = await receive()
                         if message["type"] == "http.disconnect":
                             break
+                    gone = True
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(listen)
@@ -147,8 +152,12 @@ class EventStream(Response):
         except _SendTimeout:
             gw.stats.send_timeouts += 1
         except OSError:  # the client went away mid-write
-            pass
+            gone = True
         finally:
+            # only a client that left before the stream's end; a slow client we dropped,
+            # or one whose writes blocked, did not ask to leave
+            if gone and self.on_client_gone is not None:
+                self.on_client_gone()
             await self.session.close()
             gw.stats.clients -= 1
             gw._changed()

@@ -37,13 +37,15 @@ class GatewayStats:
     subscriptions (one per run followed, plus one per client resuming from before its
     run's hub) now; ``slow``: clients disconnected for reading too slowly;
     ``send_timeouts``: connections dropped on a blocked write; ``events``: events sent,
-    all clients together."""
+    all clients together; ``cancels``: runs cancelled because a LangGraph SDK client
+    that asked for ``cancel_on_disconnect`` went away (with ``allow_cancel``)."""
 
     clients: int = 0
     follows: int = 0
     slow: int = 0
     send_timeouts: int = 0
     events: int = 0
+    cancels: int = 0
 
 
 class _Terminal:

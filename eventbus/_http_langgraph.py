@@ -14,6 +14,7 @@ resume never splits an event.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -96,7 +97,17 @@ async def join_stream(gw: Gateway, request: Request) -> Response:
     if root and path.startswith(root):
         path = path[len(root) :]
     location = path + (f"?{request.url.query}" if request.url.query else "")
-    return EventStream(gw, session, render, head, extra_headers={"location": location})
+    gone = None
+    if gw.allow_cancel and _truthy(request.query_params.get("cancel_on_disconnect")):
+        gone = functools.partial(gw.cancel_on_disconnect, run_id)
+    return EventStream(
+        gw, session, render, head, extra_headers={"location": location}, on_client_gone=gone
+    )
+
+
+def _truthy(value: str | None) -> bool:
+    # the Python SDK sends "true"/"false", the JavaScript one "1"/"0"
+    return value is not None and value.lower() in ("1", "true", "yes", "on")
 
 
 def mode_part(chunk: Any, modes: set[str]) -> tuple[str, Any] | None:

@@ -561,6 +561,56 @@ async def test_langgraph_sdk_slow_client_is_dropped_and_resumes_by_itself(namesp
     await gateway.aclose()
 
 
+@pytest.mark.parametrize("allow", [True, False], ids=["allow_cancel", "read_only"])
+async def test_langgraph_sdk_cancel_on_disconnect(url: str, namespace: str, allow: bool) -> None:
+    """A join client that asked for ``cancel_on_disconnect`` and leaves mid-run cancels
+    the run when the gateway allows it (the worker's call raises RunCancelledError with
+    the reason); a read-only gateway (the default) lets the run go on."""
+    from langchain_core.callbacks.manager import adispatch_custom_event
+    from langgraph_sdk import get_client
+
+    release = asyncio.Event()
+
+    async def ticks(x: Any) -> Any:
+        for i in range(100_000):
+            await adispatch_custom_event("tick", {"i": i})
+            if release.is_set():
+                break
+            await asyncio.sleep(0.01)  # pacing a stream of events, not synchronising
+        return x
+
+    gateway = Gateway(url, namespace, allow_cancel=allow)
+    run_id = str(uuid.uuid4())
+    async with eventbus.Publisher(url, namespace) as pub, serving(gateway) as base:
+        runnable = RunnableLambda(ticks, name="ticks")
+        task = asyncio.create_task(pub.run(runnable, 7, config={"run_id": run_id}))
+        client = get_client(url=base)
+        seen = 0
+        try:
+            with anyio.fail_after(WAIT):
+                async for part in client.runs.join_stream(
+                    "t", run_id, stream_mode="events", cancel_on_disconnect=True
+                ):
+                    seen += part.event == "events"
+                    if seen == 3:
+                        break  # the client leaves mid-run
+        finally:
+            await client.aclose()
+        assert seen == 3
+        if allow:
+            with pytest.raises(eventbus.RunCancelledError) as raised:
+                await asyncio.wait_for(task, WAIT)
+            assert raised.value.reason == "client disconnected"
+            await gateway.wait_for(lambda s: s.cancels == 1, WAIT)
+        else:
+            # the client's going is seen (and would have asked for the cancel) first
+            await gateway.wait_for(lambda s: s.clients == 0, WAIT)
+            assert not gateway._cancels and gateway.stats.cancels == 0
+            release.set()
+            assert await asyncio.wait_for(task, WAIT) == 7
+    await gateway.aclose()
+
+
 # -- WebSocket ------------------------------------------------------------------------------
 
 
