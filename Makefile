@@ -17,8 +17,8 @@ LOWEST_VENV := .venv-lowest
 LOWEST_LOCK := requirements-lowest.txt
 LOCK_STALE := uv.lock does not satisfy pyproject.toml: run `make lock` and commit uv.lock and $(LOWEST_LOCK)
 
-.PHONY: install lint format typecheck test test-fast test-lowest bench demo schema docs brokers \
-	lock upgrade check-lock clean js
+.PHONY: install lint format typecheck test test-fast test-lowest bench demo schema brokers \
+	redis-cluster redis-cluster-stop lock upgrade check-lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -113,6 +113,12 @@ js: $(JS_DIR)/node_modules/.package-lock.json  ## node_modules for tests/test_js
 
 brokers:  ## start local Redis and RabbitMQ if they are not running (root, Debian)
 	bash .ci/brokers.sh
+
+redis-cluster:  ## start (idempotently) a local Redis Cluster on ports 7100-7105 for the cluster tests
+	bash .ci/redis-cluster.sh start
+
+redis-cluster-stop:  ## stop it and remove its data
+	bash .ci/redis-cluster.sh stop
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) $(TOOLS) $(JS_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis eventbus/_codec.*.so
