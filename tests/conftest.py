@@ -32,8 +32,14 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 DEFAULT_URLS = {
     "redis": "redis://127.0.0.1:6379/15",
     "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/",
+    # started by .ci/redis-cluster.sh (make redis-cluster)
+    "redis_cluster": "redis://127.0.0.1:7100/0?cluster=1",
 }
-ENV_VARS = {"redis": "EVENTBUS_TEST_REDIS_URL", "rabbitmq": "EVENTBUS_TEST_AMQP_URL"}
+ENV_VARS = {
+    "redis": "EVENTBUS_TEST_REDIS_URL",
+    "rabbitmq": "EVENTBUS_TEST_AMQP_URL",
+    "redis_cluster": "EVENTBUS_TEST_REDIS_CLUSTER_URL",
+}
 
 # Every transport the contract suites run over. A broker joins here when its transport lands.
 TRANSPORTS = [
@@ -130,11 +136,12 @@ def broker_url(kind: str) -> str:
         else:
             _redis_urls.add(url)
         return url
-    if not env:
+    if not env and kind != "redis_cluster":
         container_url = _from_container(kind)
         if container_url:
             return container_url
-    skip_unless_required(f"{kind} broker not reachable at {url} (set {ENV_VARS[kind]})")
+    hint = " or run `make redis-cluster`" if kind == "redis_cluster" else ""
+    skip_unless_required(f"{kind} broker not reachable at {url} (set {ENV_VARS[kind]}{hint})")
 
 
 def skip_unless_required(message: str) -> NoReturn:
@@ -170,7 +177,19 @@ def namespace() -> Iterator[str]:
 def _delete_redis_namespace(url: str, name: str) -> None:
     import redis
 
-    client = redis.Redis.from_url(url)
+    if "cluster=1" in url:
+        from redis.cluster import RedisCluster
+
+        cluster = RedisCluster.from_url(url.split("?", 1)[0])
+        try:
+            # every primary is scanned; DEL is split by slot
+            keys = list(cluster.scan_iter(match=f"eventbus:{{{name}*", count=1000))
+            if keys:
+                cluster.delete(*keys)
+        finally:
+            cluster.close()
+        return
+    client = redis.Redis.from_url(url.split("?", 1)[0])
     try:
         # every key of a namespace starts so: eventbus:{<ns>}:... and eventbus:{<ns>:<run>}:run
         keys = list(client.scan_iter(match=f"eventbus:{{{name}*", count=1000))
@@ -194,6 +213,12 @@ async def _delete_rabbit_namespace(url: str, name: str) -> None:
 def url(request: pytest.FixtureRequest) -> str:
     """The URL of each transport in turn (a fresh memory broker per test)."""
     return broker_url(request.param)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "redis_cluster: needs the local Redis Cluster (make redis-cluster)"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,17 +4,22 @@ redeliveries, dead letters and settles (see :mod:`eventbus.transports.redis`).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
 from .._exceptions import ConnectError, TransportError
-from ._base import GroupOptions
-from ._kit import describe
+from . import check_name
+from ._base import DeadLetter, GroupOptions
+from ._kit import Retry, describe
+from ._redis_retry import is_nogroup, reconnect_pause, reconnecting
 
 if TYPE_CHECKING:
     from .redis import RedisTransport
@@ -46,7 +51,7 @@ def _stream_list(rows: Any) -> _Entries:
 class _ConsumerState:
     """What one ``consume`` iterator holds: yielded, not yet settled deliveries."""
 
-    outstanding: dict[str, float] = field(default_factory=dict)  # position -> delivered at
+    outstanding: dict[str, float] = field(default_factory=dict)  # entry id -> delivered at
     waiter: asyncio.Future[None] | None = None  # resolved by the next ack or reject
 
     def wake(self) -> None:
@@ -59,10 +64,15 @@ class _RedisDelivery:
     """One frame of the group stream handed to one consumer (see ``Delivery``)."""
 
     data: bytes
-    position: str
+    entry_id: str  # in its partition's group stream
     deliveries: int
     _loop: _ConsumerLoop = field(repr=False)
     _settled: bool = field(default=False, repr=False)
+
+    @property
+    def position(self) -> str:
+        """The entry id, prefixed with ``<partition>:`` in a partitioned namespace."""
+        return self._loop.tag + self.entry_id
 
     async def ack(self) -> None:
         """XACK it (once; a later ack or reject is a no-op).
@@ -89,14 +99,21 @@ class _ConsumerLoop:
     """The state machine of one ``consume`` iterator; ``step`` does one round trip or two."""
 
     def __init__(
-        self, transport: RedisTransport, group: str, consumer: str, options: GroupOptions
+        self,
+        transport: RedisTransport,
+        group: str,
+        consumer: str,
+        options: GroupOptions,
+        partition: int = 0,
     ) -> None:
         self.t = transport
         self.group = group
         self.consumer = consumer
         self.options = options
-        self.key = transport._events_key
-        self.dead_key = transport._dead_key(group)
+        layout = transport._layout
+        self.key = layout.events_key(partition)
+        self.dead_key = layout.dead_key(group, partition)
+        self.tag = layout.tag(partition)
         self.state = _ConsumerState()
         self.vt_ms = max(1, int(options.visibility_timeout * 1000))
         # often enough that an expired entry waits at most a quarter of its timeout more
@@ -128,12 +145,12 @@ class _ConsumerLoop:
             # nobody can settle it any more: it stays pending and is claimed again
             log.debug("settle of %s dropped: the transport is closed", delivery.position)
             return
-        key, group = self.key, self.group
-        dead_key, dead_maxlen = self.dead_key, t.options.dead_maxlen
+        key, group, entry_id = self.key, self.group, delivery.entry_id
+        dead_key, dead_maxlen = self.dead_key, t.dead_maxlen
 
         async def attempt(client: aioredis.Redis) -> None:
             if reason is None:
-                await client.xack(key, group, delivery.position)
+                await client.xack(key, group, entry_id)
                 return
             # both keys share the {namespace} hash tag, so MULTI stays valid on a cluster
             async with client.pipeline(transaction=True) as pipe:
@@ -143,12 +160,12 @@ class _ConsumerLoop:
                         "data": delivery.data,
                         "reason": reason,
                         "deliveries": str(delivery.deliveries),
-                        "id": delivery.position,
+                        "id": entry_id,
                     },
                     maxlen=dead_maxlen,
                     approximate=True,
                 )
-                pipe.xack(key, group, delivery.position)
+                pipe.xack(key, group, entry_id)
                 await pipe.execute()
 
         what = "ack" if reason is None else "reject"
@@ -158,7 +175,7 @@ class _ConsumerLoop:
             if t.is_closed():  # closed while retrying: dropped, as above
                 return
             raise
-        self.state.outstanding.pop(delivery.position, None)
+        self.state.outstanding.pop(entry_id, None)
         self.state.wake()
 
     async def step(self, client: aioredis.Redis) -> list[_RedisDelivery]:
@@ -335,3 +352,130 @@ class _ConsumerLoop:
         if len(claimed) == count and self.cursor != "0-0":
             self.next_reclaim = 0.0  # more may be waiting: come back at once
         return await self._redeliver(client, claimed)
+
+
+async def drive(t: RedisTransport, loop: _ConsumerLoop) -> AsyncIterator[list[_RedisDelivery]]:
+    """Run one consumer loop: its batches, reconnecting and recreating its group."""
+    group = loop.group
+    reconnect = reconnecting(t, f"consume group {group} as {loop.consumer}")
+    nogroup_backoff = Retry(first=0.01, cap=1.0)
+    nogroup_at = 0.0
+    while True:
+        client = t._live_client()
+        try:
+            with anyio.fail_after(t.block + t.command_timeout):
+                batch = await loop.step(client)
+        except Exception as exc:
+            if is_nogroup(exc):
+                # recreated at once; backoff only if it keeps vanishing (no hot loop)
+                now = time.monotonic()
+                if now - nogroup_at < 1.0:
+                    await asyncio.sleep(nogroup_backoff.next_delay() or 0.0)
+                else:
+                    nogroup_backoff.ok()
+                    log.warning(
+                        "Redis %s: consumer group %s vanished (%s); recreating it",
+                        t.safe_url,
+                        group,
+                        exc,
+                    )
+                nogroup_at = now
+                loop.lost_group()
+                continue
+            await reconnect_pause(t, reconnect, exc)
+            loop.reconnected()
+            continue
+        reconnect.ok()
+        if batch:
+            now = time.monotonic()
+            for delivery in batch:
+                loop.state.outstanding[delivery.entry_id] = now
+            yield batch
+
+
+async def _merged(
+    sources: list[AsyncIterator[list[_RedisDelivery]]],
+) -> AsyncIterator[_RedisDelivery]:
+    """The deliveries of several consumer loops (one per partition) as one iterator.
+
+    Each loop keeps its own order (a run lives in one partition); a loop's failure ends
+    the whole iterator with that error, and ending it stops every loop.
+    """
+    queue: asyncio.Queue[list[_RedisDelivery] | Exception] = asyncio.Queue()
+
+    async def pump(source: AsyncIterator[list[_RedisDelivery]]) -> None:
+        async with contextlib.aclosing(source):  # type: ignore[type-var]
+            try:
+                async for batch in source:
+                    queue.put_nowait(batch)  # bounded by the loop's prefetch share
+            except Exception as exc:
+                queue.put_nowait(exc)
+
+    tasks = [asyncio.create_task(pump(source)) for source in sources]
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, Exception):
+                raise item
+            for delivery in item:
+                yield delivery
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def delete_group(t: RedisTransport, group: str) -> None:
+    """XGROUP DESTROY and DEL of the dead letters, in every partition (see the method)."""
+    check_name("group", group)
+    layout = await t._known_layout()
+
+    async def attempt(client: aioredis.Redis) -> None:
+        for i in range(layout.partitions):
+            # a group stream and its dead letters share a slot: MULTI holds on a cluster
+            pipe = client.pipeline(transaction=True)
+            pipe.xgroup_destroy(layout.events_key(i), group)
+            pipe.delete(layout.dead_key(group, i))
+            try:
+                await pipe.execute()
+            except rexc.ResponseError as exc:
+                if "no such key" not in str(exc).lower():  # nothing published yet: no group
+                    raise
+
+    await t._retrying(attempt, what="delete a group", error=ConnectError)
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def dead_letters(t: RedisTransport, group: str, count: int) -> list[DeadLetter]:
+    """The oldest ``count`` dead letters over every partition (see the method)."""
+    check_name("group", group)
+    layout = await t._known_layout()
+
+    async def attempt(client: aioredis.Redis) -> list[tuple[int, str, _Fields]]:
+        rows: list[tuple[int, str, _Fields]] = []
+        for i in range(layout.partitions):
+            reply: Any = await client.xrange(layout.dead_key(group, i), "-", "+", count=count)
+            rows += [(i, entry_id, fields) for entry_id, fields in _stream_list(reply)]
+        return rows
+
+    rows = await t._retrying(attempt, what="read dead letters", error=ConnectError)
+    rows.sort(key=lambda row: _id_order(row[1]))  # in the order they died, over partitions
+    out = []
+    for partition, entry_id, fields in rows[:count]:
+        try:
+            deliveries = int(fields.get(b"deliveries", b"0"))
+        except ValueError:
+            deliveries = 0
+        out.append(
+            DeadLetter(
+                layout.tag(partition) + _text(fields.get(b"id", entry_id)),
+                fields.get(b"data", b""),
+                _text(fields.get(b"reason", b"")),
+                deliveries,
+            )
+        )
+    return out

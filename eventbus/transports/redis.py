@@ -1,18 +1,42 @@
 """``redis://``, ``rediss://``, ``unix://``: the Redis Streams transport.
 
 Key layout (``{...}`` are Redis Cluster hash tags, so that every key of one run shares a
-slot, and every key of one namespace's groups shares another)::
+slot, and a group stream shares one with its dead letters)::
 
     eventbus:{<ns>:<run_id>}:run      run stream: every frame of one run (XADD *, XREAD)
     eventbus:{<ns>}:events            group stream: fan-out frames of every run (XREADGROUP)
     eventbus:{<ns>}:dead:<group>      dead letters of one consumer group
+    eventbus:{<ns>}:meta              the namespace's number of group stream partitions
+
+With ``partitions`` = P > 1 the group stream is P streams ``eventbus:{<ns>:p<i>}:events``
+(a run's frames all go to partition CRC32(run id) mod P), each with its dead letters
+``eventbus:{<ns>:p<i>}:dead:<group>`` (see :mod:`._redis_layout`).
 
 Every entry stores its frame in the field ``data``; a dead letter adds ``reason``,
 ``deliveries`` and ``id`` (the entry id in the group stream). Positions are stream ids.
 
 Options (URL query string or keyword arguments of :func:`~eventbus.transports.open_transport`):
-the fields of :class:`Options` (their table is in ``docs/redis.md``), plus redis-py's
-connection options ``socket_connect_timeout``, ``socket_keepalive``,
+
+==================  ========  ===============================================================
+option              default   meaning
+==================  ========  ===============================================================
+retention           3600      seconds a run stays readable after its final frame
+abandon_after       86400     seconds a run without a final frame stays after its last frame
+maxlen              100000    frames kept (approximately) in the group stream
+dead_maxlen         10000     dead letters kept (approximately) per group
+publish_timeout     30        seconds ``publish`` (and ack, reject) retry before giving up
+block               2         seconds one blocking read waits before the loop comes round
+reconnect_timeout   inf       seconds ``follow``/``consume`` keep reconnecting before giving up
+command_timeout     10        seconds one command may take (a blocking read: ``block`` more)
+cluster             0         1: a Redis Cluster, the URL's node its seed (db must be 0)
+partitions          (1 or 8)  group stream partitions of a new namespace (1 on one node, 8 on
+                              a cluster); an existing namespace keeps its own, another
+                              value is a ConfigurationError
+wait_replicas       0         after each batch, WAIT until this many replicas have it
+wait_timeout        1         seconds WAIT waits; fewer replicas: the batch is sent again
+==================  ========  ===============================================================
+
+plus these redis-py connection options: ``socket_connect_timeout``, ``socket_keepalive``,
 ``health_check_interval``, ``client_name``, ``max_connections``, ``db`` and the ``ssl_*``
 options. Anything else is a :class:`~eventbus.ConfigurationError`.
 See ``docs/redis.md`` for the retry policy and the consumer-group mechanics.
@@ -27,7 +51,8 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Annotated, Any, Literal, TypeVar, cast
+from dataclasses import replace
+from typing import Annotated, Any, TypeVar, cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -39,7 +64,6 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
 
 from .._exceptions import (
-    AuthenticationError,
     ConfigurationError,
     ConnectError,
     PublishError,
@@ -57,7 +81,22 @@ from ._kit import (
     ensure_open,
     parse_options,
 )
-from ._redis_group import _ConsumerLoop, _Entries, _entries, _RedisDelivery, _stream_list, _text
+from ._redis_cluster import ShortWaitError, is_cluster, make_cluster_client, publish_cluster
+from ._redis_group import (
+    _ConsumerLoop,
+    _entries,
+    _merged,
+    _RedisDelivery,
+    drive,
+)
+from ._redis_group import (
+    dead_letters as read_dead_letters,
+)
+from ._redis_group import (
+    delete_group as destroy_group,
+)
+from ._redis_layout import MAX_PARTITIONS, META_SCRIPT, Layout, check_partitions
+from ._redis_retry import classify, raise_unless_transient, reconnect_pause, reconnecting
 
 __all__ = ["RedisTransport"]
 
@@ -70,39 +109,18 @@ class Options(msgspec.Struct, forbid_unknown_fields=True):
     """The Redis transport's own options: the one spec they are parsed with and the option
     table of ``docs/redis.md`` is generated from (``make docs``)."""
 
-    retention: Annotated[
-        Positive, doc("seconds a run stays readable after its `final` frame (default: one hour)")
-    ] = 3600.0
-    abandon_after: Annotated[
-        Positive, doc("seconds a run without a `final` frame stays after its *last* frame")
-    ] = 86400.0
-    maxlen: Annotated[
-        PositiveInt,
-        doc("frames kept (approximately, `MAXLEN ~`) in the namespace's group stream"),
-    ] = 100_000
-    dead_maxlen: Annotated[
-        PositiveInt, doc("dead letters kept (approximately) per consumer group")
-    ] = 10_000
-    publish_timeout: Annotated[
-        Positive,
-        doc("seconds `publish()` (and `ack()`, `reject()`, `dead_letters()`) retry before failing"),
-    ] = 30.0
-    block: Annotated[
-        float,
-        msgspec.Meta(ge=0.01),
-        doc("seconds one blocking XREAD/XREADGROUP waits before its loop comes round"),
-    ] = 2.0
-    reconnect_timeout: Annotated[
-        Positive,
-        doc("seconds `follow()`/`consume()` keep reconnecting before raising `ConnectError`"),
-    ] = math.inf
-    command_timeout: Annotated[
-        Positive,
-        doc(
-            "seconds one command may take (a blocking read: `block` more) before it counts "
-            "as a lost connection"
-        ),
-    ] = 10.0
+    retention: Positive = 3600.0
+    abandon_after: Positive = 86400.0
+    maxlen: PositiveInt = 100_000
+    dead_maxlen: PositiveInt = 10_000
+    publish_timeout: Positive = 30.0
+    block: Annotated[float, msgspec.Meta(ge=0.01)] = 2.0
+    reconnect_timeout: Positive = math.inf
+    command_timeout: Positive = 10.0
+    cluster: bool = False
+    partitions: Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTITIONS)] | None = None
+    wait_replicas: Annotated[int, msgspec.Meta(ge=0)] = 0
+    wait_timeout: Positive = 1.0
 
 
 # redis-py connection options we pass through. Deliberately absent: `protocol` (see
@@ -131,20 +149,6 @@ _REDIS_OPTIONS = frozenset(
     }
 )
 
-# Replies that mean "the server is there but cannot serve right now" (loading a dataset
-# after a restart, a failover in progress): retried like a dropped connection.
-# UNBLOCKED: the key a blocked read waited on was deleted; the next read simply waits again.
-_TRANSIENT_REPLIES = (
-    "LOADING",
-    "BUSY ",
-    "MASTERDOWN",
-    "TRYAGAIN",
-    "READONLY",
-    "CLUSTERDOWN",
-    "UNBLOCKED",
-)
-_AUTH_REPLIES = ("NOAUTH", "WRONGPASS", "NOPERM")
-
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _MAX_SEQ = 2**64 - 1
 # run ids land inside a hash tag: braces would move the tag, whitespace breaks tooling
@@ -163,43 +167,6 @@ _KEEPALIVE = {
     )
     if opt is not None
 }
-
-_Kind = Literal["auth", "transient", "final"]
-
-
-def _raise_unless_transient(
-    exc: Exception, what: str, safe_url: str, error: type[TransportError]
-) -> None:
-    """Raise the typed error for a failure not worth retrying; return for a transient one."""
-    kind = _classify(exc)
-    if kind == "auth":
-        raise AuthenticationError(
-            f"{what}: Redis at {safe_url} refused the credentials: {exc}"
-        ) from exc
-    if kind == "final":
-        raise error(f"{what}: Redis at {safe_url}: {exc}") from exc
-
-
-def _classify(exc: BaseException) -> _Kind:
-    """Whether a failed command is worth retrying."""
-    if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError)):
-        return "auth"
-    if isinstance(exc, rexc.ResponseError):
-        text = str(exc)
-        if text.startswith(_AUTH_REPLIES) or isinstance(exc, rexc.NoPermissionError):
-            return "auth"
-        if text.startswith(_TRANSIENT_REPLIES) or isinstance(exc, rexc.ReadOnlyError):
-            return "transient"
-        return "final"
-    if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)):
-        return "transient"
-    return "final"
-
-
-def _is_nogroup(exc: BaseException) -> bool:
-    # Redis 7 answers a blocked XREADGROUP whose stream was deleted (FLUSHDB) with
-    # UNBLOCKED; later calls get NOGROUP. Both mean: the group is gone.
-    return isinstance(exc, rexc.ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 def _pack(commands: list[tuple[bytes, ...]]) -> bytes:
@@ -244,6 +211,21 @@ class RedisTransport:
         self.options, self._redis_kwargs, passed = parse_options(
             Options, "redis", parts.query, options, self.safe_url, passthrough=_REDIS_OPTIONS
         )
+        self.retention = parsed.retention
+        self.abandon_after = parsed.abandon_after
+        self.maxlen = parsed.maxlen
+        self.dead_maxlen = parsed.dead_maxlen
+        self.publish_timeout = parsed.publish_timeout
+        self.block = parsed.block
+        self.reconnect_timeout = parsed.reconnect_timeout
+        self.command_timeout = parsed.command_timeout
+        self.cluster = parsed.cluster
+        self.wait_replicas = parsed.wait_replicas
+        self.wait_timeout = parsed.wait_timeout
+        self._asked_partitions = parsed.partitions
+        # until the namespace's metadata is read (connect, or the first command)
+        self._layout = Layout(namespace, parsed.partitions or (8 if parsed.cluster else 1))
+        self._layout_known = False
         self._client_url = urlunsplit(
             (parts.scheme, parts.netloc, parts.path, urlencode(passed), parts.fragment)
         )
@@ -252,8 +234,10 @@ class RedisTransport:
             aioredis.connection.parse_url(self._client_url)
         except ValueError as exc:
             raise ConfigurationError(f"malformed Redis URL {self.safe_url!r}: {exc}") from None
-        self._events_key = f"eventbus:{{{namespace}}}:events"
-        self._control_channel = f"eventbus:{{{namespace}}}:control"
+        if self.cluster and (parts.scheme == "unix" or parts.path.strip("/") not in ("", "0")):
+            raise ConfigurationError(
+                f"a Redis Cluster has database 0 only, over TCP: {self.safe_url!r}"
+            )
         self._ttl_refreshed: dict[str, float] = {}  # run key -> when its abandon TTL was set
         self._client: aioredis.Redis | None = None  # made by connect(), or on first use
         # publish's own connection, of the client it was made from: its commands are
@@ -276,9 +260,6 @@ class RedisTransport:
             raise ConfigurationError(f"invalid run id {run_id!r}: no braces, spaces or controls")
         return f"eventbus:{{{self.namespace}:{run_id}}}:run"
 
-    def _dead_key(self, group: str) -> str:
-        return f"eventbus:{{{self.namespace}}}:dead:{group}"
-
     # -- lifecycle ---------------------------------------------------------------------
 
     def _make_client(self) -> aioredis.Redis:
@@ -292,6 +273,10 @@ class RedisTransport:
             **self._redis_kwargs,
         }
         try:
+            if self.cluster:
+                # redis-py's cluster retries (topology refresh on MOVED, a failed node)
+                # stay; ours (_retrying, reconnecting) go round them
+                return make_cluster_client(self._client_url, protocol=2, **kwargs)
             return aioredis.Redis.from_url(
                 self._client_url,
                 # RESP2 pins the reply shapes parsed here, and its AUTH <password> is
@@ -302,7 +287,7 @@ class RedisTransport:
                 retry=RedisRetry(NoBackoff(), 0),
                 **kwargs,
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, rexc.RedisClusterException) as exc:
             raise ConfigurationError(f"bad Redis option for {self.safe_url!r}: {exc}") from None
 
     async def connect(self, *, declare: bool = True) -> None:
@@ -323,15 +308,38 @@ class RedisTransport:
         except Exception as exc:
             self._client = None
             await client.aclose()
-            kind = _classify(exc)
+            kind = classify(exc)
             if kind == "auth":
-                _raise_unless_transient(exc, "connect", self.safe_url, TransportError)
+                raise_unless_transient(exc, "connect", self.safe_url, TransportError)
             if kind == "transient":
                 raise ConnectError(f"cannot reach Redis at {self.safe_url}: {exc}") from exc
             if "DB index" in str(exc):
                 raise ConfigurationError(f"bad database in {self.safe_url!r}: {exc}") from exc
             raise TransportError(f"Redis at {self.safe_url} refused to serve: {exc}") from exc
         self.max_message_bytes = await self._message_limit(client)
+        await self._known_layout()
+
+    async def _known_layout(self) -> Layout:
+        """The namespace's layout: its recorded partitions (recorded now if it has none).
+
+        Raises:
+            ConfigurationError: ``partitions`` differs from the namespace's.
+            ConnectError: Redis stayed unreachable for ``publish_timeout``.
+        """
+        if self._layout_known:
+            return self._layout
+        layout = self._layout
+        keys = (layout.meta_key, Layout(self.namespace, 1).events_key(0))
+
+        async def attempt(client: aioredis.Redis) -> int:
+            reply: Any = await client.eval(META_SCRIPT, 2, *keys, str(layout.partitions))
+            return int(reply)
+
+        recorded = await self._retrying(attempt, what="read the namespace", error=ConnectError)
+        check_partitions(self.namespace, self._asked_partitions, recorded, self.safe_url)
+        self._layout = Layout(self.namespace, recorded)
+        self._layout_known = True
+        return self._layout
 
     async def _message_limit(self, client: aioredis.Redis) -> int:
         """The largest frame Redis takes: one XADD argument is at most
@@ -395,7 +403,7 @@ class RedisTransport:
                 with anyio.fail_after(remaining):
                     result = await op(client)
             except Exception as exc:
-                _raise_unless_transient(exc, f"cannot {what}", self.safe_url, error)
+                raise_unless_transient(exc, f"cannot {what}", self.safe_url, error)
                 delay = retry.next_delay(exc)
                 if delay is None:
                     raise error(
@@ -425,6 +433,7 @@ class RedisTransport:
         if not frames:
             return
         commands: list[tuple[str, OutFrame]] = [(self._run_key(f.run_id), f) for f in frames]
+        layout = self._layout if self._layout_known else await self._known_layout()
         # the abandon TTL is refreshed a few times per abandon_after, not on every batch
         # (a PEXPIRE per batch is a third of the commands of a one-run publisher)
         now = time.monotonic()
@@ -437,17 +446,33 @@ class RedisTransport:
             elif key not in ttls and now - refreshed.get(key, -math.inf) >= refresh_after:
                 ttls[key] = math.ceil(self.options.abandon_after * 1000)
         finals = {key for key, frame in commands if frame.final}
-        events_key = self._events_key.encode()
-        maxlen = b"%d" % self.options.maxlen
+        events_keys = [layout.events_key(i).encode() for i in range(layout.partitions)]
+        maxlen = b"%d" % self.maxlen
         packed: list[tuple[bytes, ...]] = []
         for key, frame in commands:
             packed.append((b"XADD", key.encode(), b"*", b"data", frame.data))
             if frame.fanout:
+                events_key = events_keys[layout.partition_of(frame.run_id)]
                 packed.append(
                     (b"XADD", events_key, b"MAXLEN", b"~", maxlen, b"*", b"data", frame.data)
                 )
         # TTLs after the XADDs: PEXPIRE on a key that does not exist yet is a no-op
         packed += [(b"PEXPIRE", key.encode(), b"%d" % ttl_ms) for key, ttl_ms in ttls.items()]
+        wait = None
+        if self.wait_replicas:
+            wait = (self.wait_replicas, max(1, math.ceil(self.wait_timeout * 1000)))
+        if is_cluster(self._live_client()):
+            written = list({args[1]: None for args in packed})
+
+            async def on_cluster(client: aioredis.Redis) -> None:
+                await publish_cluster(client, packed, written, wait)
+
+            what = f"publish {len(frames)} frame(s)"
+            await self._retrying(on_cluster, what=what, error=PublishError)
+            self._refreshed_ttls(ttls, finals, now)
+            return
+        if wait is not None:
+            packed.append((b"WAIT", b"%d" % wait[0], b"%d" % wait[1]))
         payload, count = _pack(packed), len(packed)
 
         async def attempt(client: aioredis.Redis) -> None:
@@ -463,13 +488,22 @@ class RedisTransport:
                     await conn.connect()  # type: ignore[no-untyped-call]
                 await conn.send_packed_command(payload, check_health=False)
                 for _ in range(count):
-                    await conn.read_response()  # an error reply raises ResponseError
+                    reply = await conn.read_response()  # an error reply raises ResponseError
+                if wait is not None and int(cast(int, reply)) < wait[0]:
+                    raise ShortWaitError(
+                        f"WAIT: {reply} of wait_replicas={wait[0]} replicas acknowledged "
+                        f"within {wait[1]} ms"
+                    )
             except BaseException:
                 # replies of this batch may be unread: the connection is out of step
                 await self._drop_publish_connection()
                 raise
 
         await self._retrying(attempt, what=f"publish {len(frames)} frame(s)", error=PublishError)
+        self._refreshed_ttls(ttls, finals, now)
+
+    def _refreshed_ttls(self, ttls: dict[str, int], finals: set[str], now: float) -> None:
+        refreshed = self._ttl_refreshed
         if len(refreshed) > 10_000:  # runs that never ended: forget them, at worst an extra PEXPIRE
             refreshed.clear()
         for key in ttls:
@@ -503,13 +537,8 @@ class RedisTransport:
             if not isinstance(start, str) or not _STREAM_ID.match(start):
                 raise ConfigurationError(f"not a Redis stream position: {start!r}")
             last = _before(start)
-        async for entry in self._read(key, last, f"follow run {run_id}"):
-            yield entry
-
-    async def _read(self, key: str, last: str, what: str) -> AsyncIterator[Entry]:
-        """XREAD ``key`` after ``last``, reconnecting, for ever (reads create nothing)."""
-        block_ms = max(1, int(self.options.block * 1000))
-        reconnect = _reconnecting(self, what)
+        block_ms = max(1, int(self.block * 1000))
+        reconnect = reconnecting(self, f"follow run {run_id}")
         while True:
             client = self._live_client()
             try:
@@ -518,7 +547,7 @@ class RedisTransport:
                         {key: last}, count=_FOLLOW_COUNT, block=block_ms
                     )
             except Exception as exc:
-                await _reconnect_pause(self, reconnect, exc)
+                await reconnect_pause(self, reconnect, exc)
                 continue
             reconnect.ok()
             for entry_id, fields in _entries(reply):
@@ -532,11 +561,12 @@ class RedisTransport:
     ) -> AsyncIterator[_RedisDelivery]:
         """Yield the group's frames for this consumer, at-least-once, until cancelled.
 
-        One loop does everything: XREADGROUP (own pending entries first, then new ones),
-        and every ``visibility_timeout / 4`` (0.05-5 s) XAUTOCLAIM of entries idle longer
-        than ``visibility_timeout``; an entry that would be delivered more than
-        ``max_deliveries`` times is dead-lettered instead. A vanished group (NOGROUP, after
-        FLUSHDB or a restart without persistence) is recreated.
+        One loop per group stream partition does everything: XREADGROUP (own pending
+        entries first, then new ones), and every ``visibility_timeout / 4`` (0.05-5 s)
+        XAUTOCLAIM of entries idle longer than ``visibility_timeout``; an entry that would
+        be delivered more than ``max_deliveries`` times is dead-lettered instead. A vanished
+        group (NOGROUP, after FLUSHDB or a restart without persistence) is recreated. With
+        P partitions, each loop holds at most ``ceil(prefetch / P)`` unsettled deliveries.
 
         Raises:
             ConfigurationError: a bad group or consumer name, or bad options.
@@ -545,39 +575,17 @@ class RedisTransport:
             TransportError: the transport was closed, or Redis refused a command.
         """
         check_consumer(group, consumer, options)
-        loop = _ConsumerLoop(self, group, consumer, options)
-        reconnect = _reconnecting(self, f"consume group {group} as {consumer}")
-        nogroup_backoff = Retry(first=0.01, cap=1.0)
-        nogroup_at = 0.0
-        while True:
-            client = self._live_client()
-            try:
-                with anyio.fail_after(self.options.block + self.options.command_timeout):
-                    batch = await loop.step(client)
-            except Exception as exc:
-                if _is_nogroup(exc):
-                    # recreated at once; backoff only if it keeps vanishing (no hot loop)
-                    now = time.monotonic()
-                    if now - nogroup_at < 1.0:
-                        await asyncio.sleep(nogroup_backoff.next_delay() or 0.0)
-                    else:
-                        nogroup_backoff.ok()
-                        log.warning(
-                            "Redis %s: consumer group %s vanished (%s); recreating it",
-                            self.safe_url,
-                            group,
-                            exc,
-                        )
-                    nogroup_at = now
-                    loop.lost_group()
-                    continue
-                await _reconnect_pause(self, reconnect, exc)
-                loop.reconnected()
-                continue
-            reconnect.ok()
-            for delivery in batch:
-                loop.state.outstanding[delivery.position] = time.monotonic()
-                yield delivery
+        layout = await self._known_layout()
+        if layout.partitions == 1:
+            async for batch in drive(self, _ConsumerLoop(self, group, consumer, options)):
+                for delivery in batch:
+                    yield delivery
+            return
+        # one loop per partition, each with its share of the prefetch
+        share = replace(options, prefetch=-(-options.prefetch // layout.partitions))
+        loops = [_ConsumerLoop(self, group, consumer, share, i) for i in range(layout.partitions)]
+        async for delivery in _merged([drive(self, loop) for loop in loops]):
+            yield delivery
 
     async def delete_group(self, group: str) -> None:
         """XGROUP DESTROY on the group stream, and DEL of the group's dead letters.
@@ -587,20 +595,7 @@ class RedisTransport:
             AuthenticationError: the credentials were refused.
             ConnectError: Redis stayed unreachable for ``publish_timeout``.
         """
-        check_name("group", group)
-        events_key, dead_key = self._events_key, self._dead_key(group)
-
-        async def attempt(client: aioredis.Redis) -> None:
-            pipe = client.pipeline(transaction=True)  # both keys share the {ns} slot
-            pipe.xgroup_destroy(events_key, group)
-            pipe.delete(dead_key)
-            try:
-                await pipe.execute()
-            except rexc.ResponseError as exc:
-                if "no such key" not in str(exc).lower():  # nothing published yet: no group
-                    raise
-
-        await self._retrying(attempt, what="delete a group", error=ConnectError)
+        await destroy_group(self, group)
 
     async def dead_letters(self, group: str, *, count: int = 100) -> list[DeadLetter]:
         """The oldest ``count`` dead letters of the group (XRANGE; they stay).
@@ -610,80 +605,4 @@ class RedisTransport:
             AuthenticationError: the credentials were refused.
             ConnectError: Redis stayed unreachable for ``publish_timeout``.
         """
-        check_name("group", group)
-        dead_key = self._dead_key(group)
-
-        async def attempt(client: aioredis.Redis) -> _Entries:
-            rows: Any = await client.xrange(dead_key, "-", "+", count=count)
-            return _stream_list(rows)
-
-        rows = await self._retrying(attempt, what="read dead letters", error=ConnectError)
-        out = []
-        for entry_id, fields in rows:
-            try:
-                deliveries = int(fields.get(b"deliveries", b"0"))
-            except ValueError:
-                deliveries = 0
-            out.append(
-                DeadLetter(
-                    _text(fields.get(b"id", entry_id)),
-                    fields.get(b"data", b""),
-                    _text(fields.get(b"reason", b"")),
-                    deliveries,
-                )
-            )
-        return out
-
-    # -- operating (eventbus.transports._redis_ops) ------------------------------------
-
-    def tap(self, start: Literal["first", "new"] = "new") -> AsyncIterator[Entry]:
-        """XREAD the group stream from its first or its last entry (no group, no key
-        is created). Raises what :meth:`follow` raises."""
-        return _redis_ops.tap(self, start)
-
-    async def groups(self) -> list[GroupInfo]:
-        """XINFO GROUPS, and XLEN of each group's dead letters. Raises ConnectError."""
-        return await _redis_ops.groups(self)
-
-    async def signal(self, data: bytes) -> None:
-        """PUBLISH on the namespace's control channel. Raises ConnectError."""
-        await _redis_ops.signal(self, data)
-
-    def signals(self) -> AsyncIterator[bytes]:
-        """SUBSCRIBE to the control channel. Raises what :meth:`follow` raises."""
-        return _redis_ops.signals(self)
-
-    async def delete_namespace(self) -> None:
-        """Delete every key of this namespace (an operator's clean-up, not part of the
-        transport protocol): consumers and followers see their streams vanish. Raises
-        ConnectError, AuthenticationError."""
-        await _redis_ops.delete_namespace(self)
-
-
-def _reconnecting(transport: RedisTransport, what: str) -> Retry:
-    """The retry policy of a long-running loop: bounded by ``reconnect_timeout``."""
-    return Retry(
-        limit=transport.options.reconnect_timeout,
-        cap=5.0,
-        what=f"Redis {transport.safe_url}: {what}",
-        log=log,
-    )
-
-
-async def _reconnect_pause(transport: RedisTransport, retry: Retry, exc: Exception) -> None:
-    """Sleep before the next attempt of a long-running loop, or raise if it is not worth one.
-
-    Raises:
-        TransportError: the transport was closed, or a final refusal.
-        AuthenticationError: the credentials were refused.
-        ConnectError: Redis stayed unreachable for ``reconnect_timeout``.
-    """
-    ensure_open(transport._closed, "Redis")
-    _raise_unless_transient(exc, retry.what, transport.safe_url, TransportError)
-    delay = retry.next_delay(exc)
-    if delay is None:
-        raise ConnectError(
-            f"{retry.what}: unreachable for {transport.options.reconnect_timeout:g}s: "
-            f"{describe(exc)}"
-        ) from exc
-    await asyncio.sleep(delay)
+        return await read_dead_letters(self, group, count)

@@ -1,0 +1,82 @@
+"""Where a Redis namespace keeps its group streams: one, or ``partitions`` of them.
+
+A namespace's group stream can be split into P partitions, each its own key (its own slot,
+so a Redis Cluster spreads them over its shards). A run always lands in the same partition
+(CRC32 of its id), so its frames keep their order; a group reads every partition. P is
+recorded in the namespace's metadata hash the first time any client touches the namespace,
+and a client asking for another P is refused: frames of a live run would move to another
+partition and could be consumed out of order.
+
+P = 1 is the layout of eventbus before partitions (``eventbus:{<ns>}:events``); a namespace
+that has that stream but no metadata yet is recorded as P = 1.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from .._exceptions import ConfigurationError
+
+__all__ = ["Layout", "META_SCRIPT", "check_partitions"]
+
+# KEYS: the metadata hash and the unpartitioned group stream, both in the {<ns>} slot;
+# ARGV: the P to record if the namespace has none yet. Returns the namespace's P.
+META_SCRIPT = """
+local p = redis.call('HGET', KEYS[1], 'partitions')
+if p then return tonumber(p) end
+p = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then p = 1 end
+redis.call('HSET', KEYS[1], 'partitions', p)
+return p
+"""
+
+MAX_PARTITIONS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The keys of one namespace with ``partitions`` group streams."""
+
+    namespace: str
+    partitions: int
+
+    def events_key(self, partition: int) -> str:
+        if self.partitions == 1:
+            return f"eventbus:{{{self.namespace}}}:events"
+        return f"eventbus:{{{self.namespace}:p{partition}}}:events"
+
+    def dead_key(self, group: str, partition: int) -> str:
+        # in its group stream's slot: a dead letter and its XACK go in one MULTI
+        if self.partitions == 1:
+            return f"eventbus:{{{self.namespace}}}:dead:{group}"
+        return f"eventbus:{{{self.namespace}:p{partition}}}:dead:{group}"
+
+    def partition_of(self, run_id: str) -> int:
+        if self.partitions == 1:
+            return 0
+        return zlib.crc32(run_id.encode()) % self.partitions
+
+    def tag(self, partition: int) -> str:
+        """The prefix of a group position in this partition (none when unpartitioned)."""
+        return "" if self.partitions == 1 else f"{partition}:"
+
+    @property
+    def meta_key(self) -> str:
+        return f"eventbus:{{{self.namespace}}}:meta"
+
+
+def check_partitions(namespace: str, asked: int | None, recorded: int, safe_url: str) -> int:
+    """The namespace's P, or a ConfigurationError when the caller asked for another one.
+
+    Raises:
+        ConfigurationError: ``asked`` is set and differs from the recorded P.
+    """
+    if asked is not None and asked != recorded:
+        raise ConfigurationError(
+            f"namespace {namespace!r} on Redis {safe_url} has {recorded} group stream "
+            f"partition(s), not the {asked} asked for: the number of partitions of a live "
+            f"namespace cannot change (runs in flight would be reordered). Use "
+            f"partitions={recorded}, or a new namespace"
+        )
+    return recorded
