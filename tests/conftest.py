@@ -182,12 +182,18 @@ def _delete_redis_namespace(url: str, name: str) -> None:
 
         cluster = RedisCluster.from_url(url.split("?", 1)[0])
         try:
-            # every primary is scanned; DEL is split by slot
-            keys = list(cluster.scan_iter(match=f"eventbus:{{{name}*", count=1000))
-            if keys:
-                cluster.delete(*keys)
+            primaries = [(node.host, node.port) for node in cluster.get_primaries()]
         finally:
             cluster.close()
+        for host, port in primaries:  # each primary: its own keys, one DEL each (slots)
+            node = redis.Redis(host=host, port=port)
+            try:
+                pipe = node.pipeline(transaction=False)
+                for key in node.scan_iter(match=f"eventbus:{{{name}*", count=1000):
+                    pipe.delete(key)
+                pipe.execute()
+            finally:
+                node.close()
         return
     client = redis.Redis.from_url(url.split("?", 1)[0])
     try:
