@@ -1,0 +1,307 @@
+"""Failover on the local Redis Cluster (``.ci/redis-cluster.sh``) during a run and during
+group consumption: counts of lost and duplicated events delivered to the application.
+
+Each scenario publishes a run of custom events ("tick" i) through a Publisher, follows it
+with a Subscriber and reads it through a consumer group, and fails the primary that holds
+both the run's stream and its group stream partition while events flow:
+
+* ``CLUSTER FAILOVER`` on the primary's replica (a coordinated handover): nothing is lost;
+* the primary killed (SIGKILL) with ``wait_replicas=1``: every acknowledged batch was on
+  the replica, nothing is lost (publishing stalls until the killed node is back as the new
+  primary's replica, then carries on);
+* the primary killed without ``WAIT``: the writes the replica had not received yet are
+  lost (replication is asynchronous); a follower then raises SequenceGapError, never goes
+  on silently, and never sees a duplicate.
+
+Followers must see 0 duplicates; group consumers are at-least-once (duplicates counted).
+The figures of each scenario go to ``.artifacts/cluster-failover.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis
+from conftest import broker_url, skip_unless_required
+from langchain_core.callbacks.manager import adispatch_custom_event
+from langchain_core.runnables import RunnableLambda
+from redis.crc import key_slot
+
+import eventbus
+from eventbus.transports._redis_layout import Layout
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.redis,
+    pytest.mark.redis_cluster,
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER_DIR = Path(os.environ.get("EVENTBUS_CLUSTER_DIR", "/tmp/eventbus-redis-cluster"))
+WAIT = 90  # a failover: node timeout (2 s) + election, and a node's restart, on a busy machine
+BEFORE, AFTER = 200, 200  # ticks the follower sees before the failure, and after it
+ARTIFACT = ROOT / ".artifacts" / "cluster-failover.json"
+
+
+def _nodes(port: int) -> dict[str, dict[str, Any]]:
+    """CLUSTER NODES as {"host:port": {node_id, flags, master_id, slots: [(lo, hi)]}}."""
+    text = subprocess.run(
+        ["redis-cli", "-p", str(port), "CLUSTER", "NODES"],
+        check=True,
+        timeout=10,
+        capture_output=True,
+        text=True,
+    ).stdout
+    nodes: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        slots = [tuple(map(int, (r.split("-") * 2)[:2])) for r in fields[8:] if "[" not in r]
+        nodes[fields[1].split("@")[0]] = {
+            "node_id": fields[0],
+            "flags": fields[2].split(","),
+            "master_id": fields[3],
+            "slots": slots,
+        }
+    return nodes
+
+
+def _owner_and_replica(seed: int, key: str) -> tuple[int, int]:
+    """The ports of the primary holding ``key``'s slot and of one of its replicas."""
+    slot = key_slot(key.encode())
+    nodes = _nodes(seed)
+    for addr, info in nodes.items():
+        if "master" not in info["flags"] or "fail" in info["flags"]:
+            continue
+        if any(lo <= slot <= hi for lo, hi in info["slots"]):
+            replicas = [
+                a
+                for a, i in nodes.items()
+                if i["master_id"] == info["node_id"] and "fail" not in i["flags"]
+            ]
+            assert replicas, f"primary {addr} has no replica"
+            return int(addr.rsplit(":", 1)[1]), int(replicas[0].rsplit(":", 1)[1])
+    raise AssertionError(f"no primary holds slot {slot}")
+
+
+def _is_primary(port: int) -> bool:
+    client = redis.Redis(port=port, socket_timeout=5)
+    try:
+        role = client.execute_command("ROLE")
+        return bool(role[0] in (b"master", "master"))
+    finally:
+        client.close()
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {WAIT}s")
+        time.sleep(0.1)  # polling a broker's state from a thread, bounded
+
+
+def _cluster_script(action: str) -> None:
+    subprocess.run(
+        ["bash", str(ROOT / ".ci" / "redis-cluster.sh"), action],
+        check=True,
+        timeout=WAIT + 30,
+        capture_output=True,
+    )
+
+
+def manual_failover(primary: int, replica: int) -> None:
+    client = redis.Redis(port=replica, socket_timeout=5)
+    try:
+        client.execute_command("CLUSTER", "FAILOVER")
+    finally:
+        client.close()
+    _until(lambda: _is_primary(replica), f"replica {replica} promoted")
+
+
+def kill_primary(primary: int, replica: int) -> None:
+    pid = int((CLUSTER_DIR / str(primary) / "redis.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    _until(lambda: _is_primary(replica), f"replica {replica} promoted after the kill")
+    # the killed node comes back as the new primary's replica
+    _cluster_script("start")
+
+
+def _cluster_url(query: str) -> str:
+    url = broker_url("redis_cluster")
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+def _pick_run(namespace: str, seed: int) -> str:
+    """A run id whose run stream and group stream partition have the same primary."""
+    layout = Layout(namespace, 8)
+    for _ in range(1000):
+        run_id = str(uuid.uuid4())
+        run_key = f"eventbus:{{{namespace}:{run_id}}}:run"
+        events_key = layout.events_key(layout.partition_of(run_id))
+        if _owner_and_replica(seed, run_key)[0] == _owner_and_replica(seed, events_key)[0]:
+            return run_id
+    raise AssertionError("no run id shares a primary with its partition")
+
+
+def _record(name: str, figures: dict[str, Any]) -> None:
+    ARTIFACT.parent.mkdir(exist_ok=True)
+    data = json.loads(ARTIFACT.read_text()) if ARTIFACT.exists() else {}
+    data[name] = figures
+    ARTIFACT.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _counts(seen: list[int], published: int) -> tuple[int, int]:
+    """(lost, duplicated) ticks among ``published`` ones."""
+    counts = Counter(seen)
+    lost = sum(1 for i in range(published) if i not in counts)
+    return lost, sum(n - 1 for n in counts.values())
+
+
+async def _progress(progress: asyncio.Event, follower: asyncio.Task[None]) -> None:
+    """Wait for the follower's progress; its own failure, if it fails first, is raised."""
+    waiter = asyncio.create_task(progress.wait())
+    try:
+        with anyio.fail_after(WAIT):
+            await asyncio.wait({waiter, follower}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if follower.done() and not progress.is_set():
+        follower.result()
+        raise AssertionError("the follower ended early")
+
+
+async def _scenario(
+    namespace: str, disrupt: Callable[[int, int], None], query: str = ""
+) -> dict[str, Any]:
+    url = _cluster_url("publish_timeout=120" + (f"&{query}" if query else ""))
+    seed = int(url.split(":")[2].split("/")[0])
+    run_id = _pick_run(namespace, seed)
+    primary, replica = _owner_and_replica(seed, f"eventbus:{{{namespace}:{run_id}}}:run")
+    stop = asyncio.Event()
+    followed: list[int] = []
+    grouped: list[int] = []
+    progress = asyncio.Event()
+    goal = BEFORE
+    gap: list[eventbus.SequenceGapError] = []
+
+    async def ticks(x: Any) -> int:
+        i = 0
+        while not stop.is_set():
+            await adispatch_custom_event("tick", {"i": i})
+            i += 1
+            await asyncio.sleep(0.002)  # pacing the stream, not synchronising
+        return i
+
+    async def follow(sub: eventbus.Subscriber) -> None:
+        try:
+            async for ev in sub.astream_events(run_id):
+                if ev["event"] == "on_custom_event":
+                    followed.append(ev["data"]["i"])
+                    if len(followed) >= goal:
+                        progress.set()
+        except eventbus.SequenceGapError as exc:
+            gap.append(exc)
+            progress.set()
+
+    async def consume(sub: eventbus.Subscriber) -> None:
+        async for msg in sub.consume("audit", "c1", start="first", visibility_timeout=5):
+            if msg.run_id == run_id:
+                if msg.kind == "event" and msg.event and msg.event["event"] == "on_custom_event":
+                    grouped.append(msg.event["data"]["i"])
+                elif msg.kind != "event":
+                    await msg.ack()
+                    return
+            await msg.ack()
+
+    async with (
+        eventbus.Publisher(url, namespace) as pub,
+        eventbus.Subscriber(url, namespace, idle_timeout=WAIT) as sub,
+        eventbus.Subscriber(url, namespace) as group_sub,
+    ):
+        group_task = asyncio.create_task(consume(group_sub))
+        follow_task = asyncio.create_task(follow(sub))
+        run = asyncio.create_task(pub.run(RunnableLambda(ticks), 0, config={"run_id": run_id}))
+        try:
+            await _progress(progress, follow_task)
+            started = time.monotonic()
+            await anyio.to_thread.run_sync(disrupt, primary, replica)
+            disrupted = time.monotonic() - started
+            progress.clear()
+            goal = len(followed) + AFTER
+            await _progress(progress, follow_task)  # the run carries on (or a gap is seen)
+            stop.set()
+            with anyio.fail_after(WAIT):
+                published = await run
+                await follow_task
+                await group_task
+        finally:
+            stop.set()
+            for task in (run, follow_task, group_task):
+                task.cancel()
+            await asyncio.gather(run, follow_task, group_task, return_exceptions=True)
+        follow_lost, follow_dups = _counts(followed, published)
+        group_lost, group_dups = _counts(grouped, published)
+        return {
+            "published": published,
+            "follower_lost": follow_lost,
+            "follower_duplicates": follow_dups,
+            "follower_gap": str(gap[0]) if gap else None,
+            "duplicate_frames_dropped_by_follower": sub.stats.duplicates,
+            "group_lost": group_lost,
+            "group_duplicates": group_dups,
+            "failure_seconds": round(disrupted, 2),
+            "primary": primary,
+            "replica": replica,
+        }
+
+
+@pytest.fixture
+def cluster_owned() -> None:
+    """The kill scenarios need the cluster of .ci/redis-cluster.sh (its pid files)."""
+    broker_url("redis_cluster")
+    if not (CLUSTER_DIR / "7100" / "redis.pid").exists():
+        skip_unless_required(f"no cluster of .ci/redis-cluster.sh in {CLUSTER_DIR}")
+
+
+async def test_manual_failover_loses_nothing(namespace: str) -> None:
+    figures = await _scenario(namespace, manual_failover)
+    _record("manual_failover", figures)
+    assert figures["follower_gap"] is None
+    assert (figures["follower_lost"], figures["follower_duplicates"]) == (0, 0), figures
+    assert figures["group_lost"] == 0, figures
+
+
+async def test_killed_primary_with_wait_loses_nothing(namespace: str, cluster_owned: None) -> None:
+    figures = await _scenario(namespace, kill_primary, "wait_replicas=1&wait_timeout=0.5")
+    _record("killed_primary_wait_replicas_1", figures)
+    assert figures["follower_gap"] is None
+    assert (figures["follower_lost"], figures["follower_duplicates"]) == (0, 0), figures
+    assert figures["group_lost"] == 0, figures
+
+
+async def test_killed_primary_without_wait_never_loses_silently(
+    namespace: str, cluster_owned: None
+) -> None:
+    figures = await _scenario(namespace, kill_primary)
+    _record("killed_primary_no_wait", figures)
+    assert figures["follower_duplicates"] == 0, figures
+    # what the replica had not received when its primary died is lost; a follower that
+    # misses events says so (SequenceGapError) instead of carrying on
+    if figures["follower_lost"]:
+        assert figures["follower_gap"] is not None, figures
+    else:
+        assert figures["follower_gap"] is None, figures
