@@ -140,6 +140,44 @@ def kill_primary(primary: int, replica: int) -> None:
     _cluster_script("start")
 
 
+RESHARD_SLOTS = 50
+
+
+def _port_id(seed: int) -> dict[int, str]:
+    return {int(a.rsplit(":", 1)[1]): i["node_id"] for a, i in _nodes(seed).items()}
+
+
+def reshard(primary: int, replica: int) -> None:
+    """Move the primary's lowest RESHARD_SLOTS slots (the run's among them) to another
+    primary, with redis-cli (MIGRATE key by key: MOVED and ASK while it runs)."""
+    nodes = _nodes(primary)
+    ids = _port_id(primary)
+    target = next(
+        int(a.rsplit(":", 1)[1])
+        for a, i in nodes.items()
+        if "master" in i["flags"] and i["slots"] and int(a.rsplit(":", 1)[1]) != primary
+    )
+    subprocess.run(
+        ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{primary}",
+         "--cluster-from", ids[primary], "--cluster-to", ids[target],
+         "--cluster-slots", str(RESHARD_SLOTS), "--cluster-yes"],
+        check=True, timeout=WAIT, capture_output=True,
+    )  # fmt: skip
+
+
+def _pick_low_slot_run(namespace: str, seed: int) -> str:
+    """A run id whose run stream is among the lowest RESHARD_SLOTS slots of its primary's
+    first range (those redis-cli --cluster reshard moves first)."""
+    starts = sorted(lo for i in _nodes(seed).values() if "master" in i["flags"]
+                    for lo, _hi in i["slots"][:1])  # fmt: skip
+    for _ in range(100_000):
+        run_id = str(uuid.uuid4())
+        slot = key_slot(f"eventbus:{{{namespace}:{run_id}}}:run".encode())
+        if any(lo <= slot < lo + RESHARD_SLOTS for lo in starts):
+            return run_id
+    raise AssertionError("no run id in the lowest slots")
+
+
 def _cluster_url(query: str) -> str:
     url = broker_url("redis_cluster")
     return f"{url}{'&' if '?' in url else '?'}{query}"
@@ -185,11 +223,14 @@ async def _progress(progress: asyncio.Event, follower: asyncio.Task[None]) -> No
 
 
 async def _scenario(
-    namespace: str, disrupt: Callable[[int, int], None], query: str = ""
+    namespace: str,
+    disrupt: Callable[[int, int], None],
+    query: str = "",
+    pick: Callable[[str, int], str] = _pick_run,
 ) -> dict[str, Any]:
     url = _cluster_url("publish_timeout=120" + (f"&{query}" if query else ""))
     seed = int(url.split(":")[2].split("/")[0])
-    run_id = _pick_run(namespace, seed)
+    run_id = pick(namespace, seed)
     primary, replica = _owner_and_replica(seed, f"eventbus:{{{namespace}:{run_id}}}:run")
     stop = asyncio.Event()
     followed: list[int] = []
@@ -266,6 +307,7 @@ async def _scenario(
             "failure_seconds": round(disrupted, 2),
             "primary": primary,
             "replica": replica,
+            "owner_after": _owner_and_replica(seed, f"eventbus:{{{namespace}:{run_id}}}:run")[0],
         }
 
 
@@ -305,3 +347,12 @@ async def test_killed_primary_without_wait_never_loses_silently(
         assert figures["follower_gap"] is not None, figures
     else:
         assert figures["follower_gap"] is None, figures
+
+
+async def test_resharding_during_a_run_loses_nothing(namespace: str) -> None:
+    figures = await _scenario(namespace, reshard, pick=_pick_low_slot_run)
+    _record("resharding", figures)
+    assert figures["owner_after"] != figures["primary"]  # the run's slot moved mid-run
+    assert figures["follower_gap"] is None
+    assert (figures["follower_lost"], figures["follower_duplicates"]) == (0, 0), figures
+    assert figures["group_lost"] == 0, figures
