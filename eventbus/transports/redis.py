@@ -395,6 +395,7 @@ class RedisTransport:
             what=f"Redis {self.safe_url}: {what}",
             log=log,
         )
+        first: Exception | None = None  # what went wrong, when the deadline cuts the last try
         while True:
             client = self._live_client()
             try:
@@ -404,11 +405,15 @@ class RedisTransport:
                     result = await op(client)
             except Exception as exc:
                 raise_unless_transient(exc, f"cannot {what}", self.safe_url, error)
+                first = first or exc
                 delay = retry.next_delay(exc)
                 if delay is None:
+                    why = describe(exc)
+                    if first is not exc:
+                        why += f" (first: {describe(first)})"
                     raise error(
                         f"cannot {what}: Redis at {self.safe_url} kept failing for "
-                        f"{self.options.publish_timeout:g}s: {describe(exc)}"
+                        f"{self.publish_timeout:g}s: {why}"
                     ) from exc
                 await asyncio.sleep(delay)
                 continue
