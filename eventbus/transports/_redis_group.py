@@ -47,6 +47,47 @@ def _stream_list(rows: Any) -> _Entries:
     return [(_text(i), f or {}) for i, f in rows or () if i is not None]
 
 
+# Dead-letters entries and XACKs them (and acks others) in one atomic step. A script, not
+# MULTI: the async cluster client of older redis-py (5.x, which pyproject allows) refuses
+# MULTI; the keys (a group stream partition and its dead letters) share one slot, as a
+# script's keys must on a cluster.
+# KEYS: dead-letter stream, group stream. ARGV: group, dead_maxlen, the number of dead
+# letters, then (id, data, reason, deliveries) per dead letter, then ids to ack only.
+_BURY = """
+local group, maxlen, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local i = 4
+for _ = 1, n do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'data', ARGV[i + 1],
+             'reason', ARGV[i + 2], 'deliveries', ARGV[i + 3], 'id', ARGV[i])
+  redis.call('XACK', KEYS[2], group, ARGV[i])
+  i = i + 4
+end
+while i <= #ARGV do
+  redis.call('XACK', KEYS[2], group, ARGV[i])
+  i = i + 1
+end
+return n
+"""
+
+
+async def _bury(
+    client: aioredis.Redis,
+    dead_key: str,
+    key: str,
+    group: str,
+    dead_maxlen: int,
+    dead: list[tuple[str, bytes, str, int]],
+    ack_only: list[str],
+) -> None:
+    """Move ``dead`` (id, data, reason, deliveries) to the dead letters and XACK them and
+    ``ack_only``, atomically."""
+    args: list[str | bytes | int] = [group, dead_maxlen, len(dead)]
+    for entry_id, data, reason, deliveries in dead:
+        args += [entry_id, data, reason, deliveries]
+    args += ack_only
+    await client.eval(_BURY, 2, dead_key, key, *args)
+
+
 @dataclass
 class _ConsumerState:
     """What one ``consume`` iterator holds: yielded, not yet settled deliveries."""
@@ -152,21 +193,8 @@ class _ConsumerLoop:
             if reason is None:
                 await client.xack(key, group, entry_id)
                 return
-            # both keys share the {namespace} hash tag, so MULTI stays valid on a cluster
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.xadd(
-                    dead_key,
-                    {
-                        "data": delivery.data,
-                        "reason": reason,
-                        "deliveries": str(delivery.deliveries),
-                        "id": entry_id,
-                    },
-                    maxlen=dead_maxlen,
-                    approximate=True,
-                )
-                pipe.xack(key, group, entry_id)
-                await pipe.execute()
+            dead = [(entry_id, delivery.data, reason, delivery.deliveries)]
+            await _bury(client, dead_key, key, group, dead_maxlen, dead, [])
 
         what = "ack" if reason is None else "reject"
         try:
@@ -276,22 +304,13 @@ class _ConsumerLoop:
             else:
                 out.append(self._delivery(entry_id, fields, n))
         if gone or dead:
-            dead_key = self.dead_key
-            async with client.pipeline(transaction=True) as pipe:
-                for entry_id, fields, n in dead:
-                    pipe.xadd(
-                        dead_key,
-                        {
-                            "data": fields[b"data"],
-                            "reason": f"not acked after {n} deliveries",
-                            "deliveries": str(n),
-                            "id": entry_id,
-                        },
-                        maxlen=self.t.options.dead_maxlen,
-                        approximate=True,
-                    )
-                pipe.xack(self.key, self.group, *gone, *(d[0] for d in dead))
-                await pipe.execute()
+            letters = [
+                (entry_id, fields[b"data"], f"not acked after {n} deliveries", n)
+                for entry_id, fields, n in dead
+            ]
+            await _bury(
+                client, self.dead_key, self.key, self.group, self.t.dead_maxlen, letters, gone
+            )
             for entry_id in gone:
                 self.state.outstanding.pop(entry_id, None)
             for entry_id, _f, _n in dead:
@@ -432,15 +451,12 @@ async def delete_group(t: RedisTransport, group: str) -> None:
 
     async def attempt(client: aioredis.Redis) -> None:
         for i in range(layout.partitions):
-            # a group stream and its dead letters share a slot: MULTI holds on a cluster
-            pipe = client.pipeline(transaction=True)
-            pipe.xgroup_destroy(layout.events_key(i), group)
-            pipe.delete(layout.dead_key(group, i))
             try:
-                await pipe.execute()
+                await client.xgroup_destroy(layout.events_key(i), group)
             except rexc.ResponseError as exc:
                 if "no such key" not in str(exc).lower():  # nothing published yet: no group
                     raise
+            await client.delete(layout.dead_key(group, i))
 
     await t._retrying(attempt, what="delete a group", error=ConnectError)
 

@@ -47,7 +47,7 @@ class Layout:
         return f"eventbus:{{{self.namespace}:p{partition}}}:events"
 
     def dead_key(self, group: str, partition: int) -> str:
-        # in its group stream's slot: a dead letter and its XACK go in one MULTI
+        # in its group stream's slot: a dead letter and its XACK go in one script
         if self.partitions == 1:
             return f"eventbus:{{{self.namespace}}}:dead:{group}"
         return f"eventbus:{{{self.namespace}:p{partition}}}:dead:{group}"
