@@ -18,7 +18,7 @@ LOWEST_LOCK := requirements-lowest.txt
 LOCK_STALE := uv.lock does not satisfy pyproject.toml: run `make lock` and commit uv.lock and $(LOWEST_LOCK)
 
 .PHONY: install lint format typecheck test test-fast test-lowest bench demo schema brokers \
-	redis-cluster redis-cluster-stop lock upgrade check-lock clean
+	redis-cluster redis-cluster-stop rabbitmq-cluster rabbitmq-cluster-stop lock upgrade check-lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -119,6 +119,12 @@ redis-cluster:  ## start (idempotently) a local Redis Cluster on ports 7100-7105
 
 redis-cluster-stop:  ## stop it and remove its data
 	bash .ci/redis-cluster.sh stop
+
+rabbitmq-cluster:  ## start (idempotently) a local 3-node RabbitMQ cluster on ports 5701-5703
+	bash .ci/rabbitmq-cluster.sh start
+
+rabbitmq-cluster-stop:  ## stop it and remove its data
+	bash .ci/rabbitmq-cluster.sh stop
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) $(TOOLS) $(JS_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis eventbus/_codec.*.so

@@ -1,11 +1,14 @@
 """Scale on one Redis node and on a Redis Cluster, and the cost of ``wait_replicas``:
 the figures of ``docs/scaling.md``.
 
-    python -m benchmarks.cluster [--runs 10000] [--single URL] [--cluster URL] [--skip-scale]
+    python -m benchmarks.cluster [--runs 10000] [--procs 5] [--single URL] [--cluster URL]
+                                 [--skip-scale]
 
 * **concurrent runs**: ``--runs`` concurrent ``Publisher.run`` of ``prompt |
-  NativeFakeChat(30 tokens) | StrOutputParser`` in one process, consumed by one consumer
-  group consumer in another (the processes of ``benchmarks.scale``); per broker: events/s
+  NativeFakeChat(30 tokens) | StrOutputParser``, spread over ``--procs`` publisher
+  processes (one process with 10,000 concurrent runs starves its own event loop: its
+  publishes time out), consumed by one consumer group consumer in another process (the
+  processes of ``benchmarks.scale``); per broker: events/s
   of each side, their peak RSS, the broker's memory and CPU time spent (``INFO``, summed
   over the primaries), and how the runs' keys and the group stream partitions spread over
   the primaries;
@@ -75,30 +78,35 @@ async def _cleanup(nodes: list[aioredis.Redis], ns: str) -> None:
             await node.delete(key)
 
 
-async def concurrent_runs(url: str, runs: int) -> dict[str, Any]:
+async def concurrent_runs(url: str, runs: int, procs: int) -> dict[str, Any]:
     ns = fresh("cluster")
     nodes = await _primaries(url)
-    row: dict[str, Any] = {"url": url, "runs": runs}
+    row: dict[str, Any] = {"url": url, "runs": runs, "publisher_processes": procs}
     consumer = _Proc("consume", url, ns, str(runs))
-    publisher = _Proc("publish-many", url, ns, str(runs), "30")
+    publishers = [_Proc("publish-many", url, ns, str(runs // procs), "30") for _ in range(procs)]
     try:
         before = await _broker_stats(nodes, ns)
         await consumer.start()
-        await publisher.start()
+        for publisher in publishers:
+            await publisher.start()
         await consumer.expect("ready", 60)
-        await publisher.expect("ready", 60)
+        for publisher in publishers:
+            await publisher.expect("ready", 60)
         consumer.go()
         await asyncio.sleep(0.3)
         t0 = time.perf_counter()
-        publisher.go()
+        for publisher in publishers:
+            publisher.go()
         budget = 120 + runs * 0.2
-        pub = await publisher.result(budget)
+        pubs = [await publisher.result(budget) for publisher in publishers]
         con = await consumer.result(budget)
         row["wall_s"] = time.perf_counter() - t0
         after = await _broker_stats(nodes, ns)
-        for name, side in (("pub", pub), ("con", con)):
-            row.update({k: v for k, v in _side(name, side).items() if not k.endswith("deciles")})
-        events = pub["events"]
+        row.update({k: v for k, v in _side("con", con).items() if not k.endswith("deciles")})
+        events = sum(pub["events"] for pub in pubs)
+        row["pub_events"] = events
+        row["pub_rate"] = events / max(pub["marks"][-1][0] for pub in pubs)
+        row["pub_peak_rss_mb"] = max(pub["peak_rss_mb"] for pub in pubs)
         row["broker_memory_mb"] = (after["memory"] - before["memory"]) / 2**20
         row["broker_memory_per_run_kb"] = (after["memory"] - before["memory"]) / runs / 1024
         row["broker_cpu_s"] = after["cpu"] - before["cpu"]
@@ -107,7 +115,8 @@ async def concurrent_runs(url: str, runs: int) -> dict[str, Any]:
         row["partitions_per_primary"] = after["partitions"]
     finally:
         consumer.kill()
-        publisher.kill()
+        for publisher in publishers:
+            publisher.kill()
         await _cleanup(nodes, ns)
         for node in nodes:
             await node.aclose()
@@ -153,6 +162,7 @@ async def wait_cost(url: str, batches: int = 1000) -> list[dict[str, Any]]:
 async def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cluster")
     parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--procs", type=int, default=5, help="publisher processes")
     parser.add_argument("--single", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--cluster", default="redis://127.0.0.1:7100/0?cluster=1")
     parser.add_argument("--skip-scale", action="store_true")
@@ -163,7 +173,7 @@ async def main() -> None:
     if not args.skip_scale:
         out["concurrent_runs"] = []
         for url in (args.single, args.cluster):
-            row = await concurrent_runs(url, args.runs)
+            row = await concurrent_runs(url, args.runs, args.procs)
             print(json.dumps(row, indent=1), flush=True)
             out["concurrent_runs"].append(row)
     RESULTS.write_text(json.dumps(out, indent=1) + "\n")

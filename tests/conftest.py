@@ -34,11 +34,14 @@ DEFAULT_URLS = {
     "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/",
     # started by .ci/redis-cluster.sh (make redis-cluster)
     "redis_cluster": "redis://127.0.0.1:7100/0?cluster=1",
+    # started by .ci/rabbitmq-cluster.sh (make rabbitmq-cluster)
+    "rabbitmq_cluster": "amqp://guest:guest@127.0.0.1:5701,127.0.0.1:5702,127.0.0.1:5703/",
 }
 ENV_VARS = {
     "redis": "EVENTBUS_TEST_REDIS_URL",
     "rabbitmq": "EVENTBUS_TEST_AMQP_URL",
     "redis_cluster": "EVENTBUS_TEST_REDIS_CLUSTER_URL",
+    "rabbitmq_cluster": "EVENTBUS_TEST_AMQP_CLUSTER_URL",
 }
 
 # Every transport the contract suites run over. A broker joins here when its transport lands.
@@ -55,6 +58,10 @@ def anyio_backend() -> str:
 
 
 def _reachable(url: str) -> bool:
+    if "," in url:  # a cluster's nodes: all of them
+        head, _, rest = url.partition("@")
+        hosts, sep, tail = rest.partition("/")
+        return all(_reachable(f"{head}@{host}{sep}{tail}") for host in hosts.split(","))
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return os.path.exists(parts.path)
@@ -131,16 +138,16 @@ def broker_url(kind: str) -> str:
     env = os.environ.get(ENV_VARS[kind])
     url = env or DEFAULT_URLS[kind]
     if _reachable(url):
-        if kind == "rabbitmq":
+        if kind.startswith("rabbitmq"):
             _rabbit_urls.add(url)
         else:
             _redis_urls.add(url)
         return url
-    if not env and kind != "redis_cluster":
+    if not env and not kind.endswith("_cluster"):
         container_url = _from_container(kind)
         if container_url:
             return container_url
-    hint = " or run `make redis-cluster`" if kind == "redis_cluster" else ""
+    hint = f" or run `make {kind.replace('_', '-')}`" if kind.endswith("_cluster") else ""
     skip_unless_required(f"{kind} broker not reachable at {url} (set {ENV_VARS[kind]}{hint})")
 
 
@@ -224,6 +231,9 @@ def url(request: pytest.FixtureRequest) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "redis_cluster: needs the local Redis Cluster (make redis-cluster)"
+    )
+    config.addinivalue_line(
+        "markers", "rabbitmq_cluster: needs the local RabbitMQ cluster (make rabbitmq-cluster)"
     )
 
 

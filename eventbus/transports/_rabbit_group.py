@@ -143,7 +143,7 @@ class Groups:
         link = self._link
         await link.ensure_topology(conn)
         queue = await channel.declare_queue(
-            link.group_queue(group), durable=True, arguments={"x-queue-type": "quorum"}
+            link.group_queue(group), durable=True, arguments=link.group_arguments()
         )
         await queue.bind(link.exchange_name, "f.#")
         return queue

@@ -34,7 +34,8 @@ from .._exceptions import (
     TransportError,
 )
 from . import check_name, redact_url
-from ._kit import Positive, PositiveInt, Retry, doc, ensure_open, parse_options
+from ._kit import Positive, PositiveInt, Retry, ensure_open, parse_options
+from ._rabbit_cluster import split_nodes
 
 log = logging.getLogger("eventbus.transports.rabbitmq")
 
@@ -61,52 +62,20 @@ class Options(msgspec.Struct, forbid_unknown_fields=True):
     """The RabbitMQ transport's own options: the one spec they are parsed with and the
     option table of ``docs/rabbitmq.md`` is generated from (``make docs``)."""
 
-    publish_timeout: Annotated[
-        Positive,
-        doc("seconds `publish()` keeps reconnecting and re-publishing before `PublishError`"),
-    ] = 30.0
-    persistent: Annotated[
-        bool,
-        doc(
-            "AMQP delivery mode 2 for frames (`false`: mode 1; stream queues store to disk anyway)"
-        ),
-    ] = True
-    retention: Annotated[
-        Positive,
-        doc("seconds a finished run stays readable; also `x-max-age` of the namespace log"),
-    ] = 3600.0
-    max_run_age: Annotated[
-        Positive,
-        doc("seconds after which the stream of a run that never sent its final frame is deleted"),
-    ] = 86400.0
-    sweep_interval: Annotated[
-        Positive,
-        doc("seconds between two clean-ups of expired run streams (run by publishers)"),
-    ] = 300.0
-    reconnect_timeout: Annotated[
-        Positive, doc("seconds `follow()`/`consume()` keep reconnecting before `ConnectError`")
-    ] = 120.0
-    follow_prefetch: Annotated[
-        PositiveInt, doc("stream credit of a follower (frames in flight to it)")
-    ] = 1000
-    segment_bytes: Annotated[
-        int,
-        msgspec.Meta(ge=4096),
-        doc("`x-stream-max-segment-size-bytes` (retention deletes whole segments)"),
-    ] = 8 * 1024 * 1024
-    # 0: the server version's default (AMQP does not tell)
-    max_message_size: Annotated[
-        int,
-        msgspec.Meta(ge=0),
-        doc(
-            "the broker's `max_message_size`, which publishers keep frames under (AMQP "
-            "0-9-1 does not tell a client: without the option, 16 MiB from RabbitMQ 4.0 and "
-            "128 MiB before, the brokers' defaults). Set it when the broker is configured "
-            "otherwise: a frame over the real limit is refused (`PRECONDITION_FAILED`), and "
-            "that run fails with `PublishError`",
-            default="the server's default",
-        ),
-    ] = 0
+    publish_timeout: Positive = 30.0
+    persistent: bool = True
+    retention: Positive = 3600.0
+    max_run_age: Positive = 86400.0
+    sweep_interval: Positive = 300.0
+    reconnect_timeout: Positive = 120.0
+    follow_prefetch: PositiveInt = 1000
+    segment_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 8 * 1024 * 1024
+    # the broker's max_message_size; 0: the server version's default (AMQP does not tell)
+    max_message_size: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # on a cluster: replicas of each new stream / group quorum queue; 0: the broker's
+    # default (every node of the cluster)
+    stream_replicas: Annotated[int, msgspec.Meta(ge=0)] = 0
+    quorum_replicas: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 H_RUN = "x-eb-run"
@@ -246,6 +215,8 @@ class Link:
         self.namespace = check_name("namespace", namespace)
         self.safe_url = redact_url(url)
         try:
+            nodes, self.safe_url = split_nodes(url)  # a cluster's URL lists several
+            url, self._node = nodes[0], 0
             parts = urlsplit(url)
             _ = parts.port
         except ValueError as exc:
@@ -259,9 +230,10 @@ class Link:
             (name, str(value).lower() if isinstance(value, bool) else str(value))
             for name, value in passed_kw.items()
         ]
-        self._url = urlunsplit(
-            (parts.scheme, parts.netloc, parts.path, urlencode(passed), parts.fragment)
-        )
+        self._urls = [
+            urlunsplit((p.scheme, p.netloc, p.path, urlencode(passed), p.fragment))
+            for p in map(urlsplit, nodes)
+        ]
 
         prefix = f"eventbus.{namespace}"
         self.exchange_name = prefix
@@ -293,20 +265,34 @@ class Link:
     def lock_queue(self, group: str) -> str:
         return self._group_prefix + group + ".lock"
 
+    def _stream_arguments(self, **arguments: Any) -> dict[str, Any]:
+        arguments["x-queue-type"] = "stream"
+        if self.options.stream_replicas:
+            arguments["x-initial-cluster-size"] = self.options.stream_replicas
+        return arguments
+
+    def group_arguments(self) -> dict[str, Any]:
+        arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+        if self.options.quorum_replicas:
+            arguments["x-quorum-initial-group-size"] = self.options.quorum_replicas
+        return arguments
+
     def _log_arguments(self) -> dict[str, Any]:
-        return {
-            "x-queue-type": "stream",
-            "x-max-age": f"{max(1, round(self.options.retention))}s",
-            "x-stream-max-segment-size-bytes": self.options.segment_bytes,
-        }
+        return self._stream_arguments(
+            **{
+                "x-max-age": f"{max(1, round(self.options.retention))}s",
+                "x-stream-max-segment-size-bytes": self.options.segment_bytes,
+            }
+        )
 
     def _registry_arguments(self) -> dict[str, Any]:
         age = self.options.max_run_age + self.options.retention
-        return {
-            "x-queue-type": "stream",
-            "x-max-age": f"{max(1, round(age))}s",
-            "x-stream-max-segment-size-bytes": 1024 * 1024,
-        }
+        return self._stream_arguments(
+            **{
+                "x-max-age": f"{max(1, round(age))}s",
+                "x-stream-max-segment-size-bytes": 1024 * 1024,
+            }
+        )
 
     # -- connection --------------------------------------------------------------------
 
@@ -324,10 +310,28 @@ class Link:
             await asyncio.wait(tasks, timeout=5)
 
     async def _connect_once(self) -> AbstractConnection:
+        """A connection to the node that served last, or to the next ones in turn.
+
+        Raises:
+            ConnectError: no node answered (the last node's failure).
+        """
+        for attempt in range(len(self._urls)):
+            node = (self._node + attempt) % len(self._urls)
+            try:
+                conn = await self._connect_node(self._urls[node])
+            except ConnectError:
+                if attempt == len(self._urls) - 1:
+                    raise
+                continue
+            self._node = node
+            return conn
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _connect_node(self, url: str) -> AbstractConnection:
         try:
             # named, so that an operator (and the tests) can tell whose connection it is
             return await aio_pika.connect(
-                self._url, client_properties={"connection_name": f"eventbus {self.namespace}"}
+                url, client_properties={"connection_name": f"eventbus {self.namespace}"}
             )
         except amqp_errors.ProbableAuthenticationError as exc:
             raise AuthenticationError(
@@ -472,10 +476,9 @@ class Link:
 
     async def declare_run(self, channel: AbstractChannel, run_id: str) -> AbstractQueue:
         """Declare the run's stream and its binding (a publisher's, for a new run)."""
-        arguments = {
-            "x-queue-type": "stream",
-            "x-stream-max-segment-size-bytes": self.options.segment_bytes,
-        }
+        arguments = self._stream_arguments(
+            **{"x-stream-max-segment-size-bytes": self.options.segment_bytes}
+        )
         queue = await self.declare_stream(channel, self.run_queue(run_id), arguments)
         # one binding for both kinds of frames of the run: f.<r> and h.<r>
         await queue.bind(self.exchange_name, f"*.{run_key(run_id)}")
