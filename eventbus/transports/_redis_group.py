@@ -187,7 +187,7 @@ class _ConsumerLoop:
             log.debug("settle of %s dropped: the transport is closed", delivery.position)
             return
         key, group, entry_id = self.key, self.group, delivery.entry_id
-        dead_key, dead_maxlen = self.dead_key, t.dead_maxlen
+        dead_key, dead_maxlen = self.dead_key, t.options.dead_maxlen
 
         async def attempt(client: aioredis.Redis) -> None:
             if reason is None:
@@ -309,7 +309,13 @@ class _ConsumerLoop:
                 for entry_id, fields, n in dead
             ]
             await _bury(
-                client, self.dead_key, self.key, self.group, self.t.dead_maxlen, letters, gone
+                client,
+                self.dead_key,
+                self.key,
+                self.group,
+                self.t.options.dead_maxlen,
+                letters,
+                gone,
             )
             for entry_id in gone:
                 self.state.outstanding.pop(entry_id, None)
@@ -382,7 +388,7 @@ async def drive(t: RedisTransport, loop: _ConsumerLoop) -> AsyncIterator[list[_R
     while True:
         client = t._live_client()
         try:
-            with anyio.fail_after(t.block + t.command_timeout):
+            with anyio.fail_after(t.options.block + t.options.command_timeout):
                 batch = await loop.step(client)
         except Exception as exc:
             if is_nogroup(exc):

@@ -74,7 +74,7 @@ def is_nogroup(exc: BaseException) -> bool:
 def reconnecting(transport: RedisTransport, what: str) -> Retry:
     """The retry policy of a long-running loop: bounded by ``reconnect_timeout``."""
     return Retry(
-        limit=transport.reconnect_timeout,
+        limit=transport.options.reconnect_timeout,
         cap=5.0,
         what=f"Redis {transport.safe_url}: {what}",
         log=log,
@@ -94,6 +94,7 @@ async def reconnect_pause(transport: RedisTransport, retry: Retry, exc: Exceptio
     delay = retry.next_delay(exc)
     if delay is None:
         raise ConnectError(
-            f"{retry.what}: unreachable for {transport.reconnect_timeout:g}s: {describe(exc)}"
+            f"{retry.what}: unreachable for {transport.options.reconnect_timeout:g}s: "
+            f"{describe(exc)}"
         ) from exc
     await asyncio.sleep(delay)

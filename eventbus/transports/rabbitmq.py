@@ -1,32 +1,10 @@
 """``amqp://`` and ``amqps://``: RabbitMQ (3.9+, stream queues) through aio-pika.
 
 URL: ``amqp://user:password@host:port/vhost?option=value&...``. Options come from the query
-string or from keyword arguments (keyword arguments win):
-
-=====================  ==========  ==========================================================
-option                 default     meaning
-=====================  ==========  ==========================================================
-``publish_timeout``    30          seconds ``publish()`` keeps retrying before ``PublishError``
-``persistent``         true        delivery mode 2 (written to disk) for published frames
-``retention``          3600        seconds a finished run stays readable; also the age limit
-                                   of the namespace log that seeds new ``start="first"`` groups
-``max_run_age``        86400       seconds after which an unfinished run's stream is deleted
-``sweep_interval``     300         seconds between two clean-ups of expired run streams
-``reconnect_timeout``  120         seconds ``follow``/``consume`` try to reconnect before
-                                   ``ConnectError``
-``follow_prefetch``    1000        stream credit of a follower (frames in flight)
-``segment_bytes``      8388608     stream segment size (retention deletes whole segments)
-``max_message_size``   (server's)  the broker's ``max_message_size``: publishers keep frames
-                                   under it. Default: 16 MiB from RabbitMQ 4.0, 128 MiB before
-                                   (the brokers' defaults; AMQP does not tell a client)
-``stream_replicas``    0           on a cluster: replicas of each new stream (run streams,
-                                   log, registry; ``x-initial-cluster-size``); 0: every node
-``quorum_replicas``    0           on a cluster: replicas of each new group queue
-                                   (``x-quorum-initial-group-size``); 0: every node
-=====================  ==========  ==========================================================
-
-A cluster's URL lists its nodes: ``amqp://user:password@host1:5672,host2:5672,host3:5672/vhost``
-(tried in turn; see :mod:`._rabbit_cluster`).
+string or from keyword arguments (keyword arguments win): the fields of
+:class:`~eventbus.transports._rabbit_link.Options` (their table is in ``docs/rabbitmq.md``).
+A cluster's URL lists its nodes, ``amqp://user:password@host1:5672,host2:5672/vhost``:
+they are tried in turn (see :mod:`._rabbit_cluster`).
 
 aio-pika's own query options (``heartbeat``, ``timeout``, ``name``, ``auth``, ``cafile``,
 ``capath``, ``cadata``, ``keyfile``, ``certfile``, ``no_verify_ssl``) are passed through.

@@ -16,27 +16,8 @@ Every entry stores its frame in the field ``data``; a dead letter adds ``reason`
 ``deliveries`` and ``id`` (the entry id in the group stream). Positions are stream ids.
 
 Options (URL query string or keyword arguments of :func:`~eventbus.transports.open_transport`):
-
-==================  ========  ===============================================================
-option              default   meaning
-==================  ========  ===============================================================
-retention           3600      seconds a run stays readable after its final frame
-abandon_after       86400     seconds a run without a final frame stays after its last frame
-maxlen              100000    frames kept (approximately) in the group stream
-dead_maxlen         10000     dead letters kept (approximately) per group
-publish_timeout     30        seconds ``publish`` (and ack, reject) retry before giving up
-block               2         seconds one blocking read waits before the loop comes round
-reconnect_timeout   inf       seconds ``follow``/``consume`` keep reconnecting before giving up
-command_timeout     10        seconds one command may take (a blocking read: ``block`` more)
-cluster             0         1: a Redis Cluster, the URL's node its seed (db must be 0)
-partitions          (1 or 8)  group stream partitions of a new namespace (1 on one node, 8 on
-                              a cluster); an existing namespace keeps its own, another
-                              value is a ConfigurationError
-wait_replicas       0         after each batch, WAIT until this many replicas have it
-wait_timeout        1         seconds WAIT waits; fewer replicas: the batch is sent again
-==================  ========  ===============================================================
-
-plus these redis-py connection options: ``socket_connect_timeout``, ``socket_keepalive``,
+the fields of :class:`Options` (their table is in ``docs/redis.md``), plus redis-py's
+connection options ``socket_connect_timeout``, ``socket_keepalive``,
 ``health_check_interval``, ``client_name``, ``max_connections``, ``db`` and the ``ssl_*``
 options. Anything else is a :class:`~eventbus.ConfigurationError`.
 See ``docs/redis.md`` for the retry policy and the consumer-group mechanics.
@@ -52,11 +33,10 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Annotated, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import anyio
-import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.connection import AbstractConnection
@@ -72,12 +52,9 @@ from .._exceptions import (
 from . import _redis_ops, check_name, redact_url
 from ._base import DeadLetter, Entry, GroupInfo, GroupOptions, OutFrame
 from ._kit import (
-    Positive,
-    PositiveInt,
     Retry,
     check_consumer,
     describe,
-    doc,
     ensure_open,
     parse_options,
 )
@@ -95,59 +72,16 @@ from ._redis_group import (
 from ._redis_group import (
     delete_group as destroy_group,
 )
-from ._redis_layout import MAX_PARTITIONS, META_SCRIPT, Layout, check_partitions
+from ._redis_layout import META_SCRIPT, Layout, check_partitions
+from ._redis_options import REDIS_OPTIONS, Options
 from ._redis_retry import classify, raise_unless_transient, reconnect_pause, reconnecting
 
-__all__ = ["RedisTransport"]
+__all__ = ["Options", "RedisTransport"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-
-class Options(msgspec.Struct, forbid_unknown_fields=True):
-    """The Redis transport's own options: the one spec they are parsed with and the option
-    table of ``docs/redis.md`` is generated from (``make docs``)."""
-
-    retention: Positive = 3600.0
-    abandon_after: Positive = 86400.0
-    maxlen: PositiveInt = 100_000
-    dead_maxlen: PositiveInt = 10_000
-    publish_timeout: Positive = 30.0
-    block: Annotated[float, msgspec.Meta(ge=0.01)] = 2.0
-    reconnect_timeout: Positive = math.inf
-    command_timeout: Positive = 10.0
-    cluster: bool = False
-    partitions: Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTITIONS)] | None = None
-    wait_replicas: Annotated[int, msgspec.Meta(ge=0)] = 0
-    wait_timeout: Positive = 1.0
-
-
-# redis-py connection options we pass through. Deliberately absent: `protocol` (see
-# _make_client), retry settings (the retry policy is ours), and `socket_timeout`: with it,
-# redis-py wraps every send in asyncio.wait_for, which before Python 3.12 can swallow a
-# task's cancellation (a cancelled consumer would keep running); command_timeout bounds
-# every command instead.
-_REDIS_OPTIONS = frozenset(
-    {
-        "db",
-        "socket_connect_timeout",
-        "socket_keepalive",
-        "health_check_interval",
-        "client_name",
-        "max_connections",
-        "ssl_cert_reqs",
-        "ssl_ca_certs",
-        "ssl_ca_data",
-        "ssl_ca_path",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "ssl_password",
-        "ssl_check_hostname",
-        "ssl_min_version",
-        "ssl_ciphers",
-    }
-)
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _MAX_SEQ = 2**64 - 1
@@ -209,22 +143,11 @@ class RedisTransport:
         # keyword arguments win over the query string (redis-py's from_url does the reverse)
         #: the parsed options (see :class:`Options`)
         self.options, self._redis_kwargs, passed = parse_options(
-            Options, "redis", parts.query, options, self.safe_url, passthrough=_REDIS_OPTIONS
+            Options, "redis", parts.query, options, self.safe_url, passthrough=REDIS_OPTIONS
         )
-        self.retention = parsed.retention
-        self.abandon_after = parsed.abandon_after
-        self.maxlen = parsed.maxlen
-        self.dead_maxlen = parsed.dead_maxlen
-        self.publish_timeout = parsed.publish_timeout
-        self.block = parsed.block
-        self.reconnect_timeout = parsed.reconnect_timeout
-        self.command_timeout = parsed.command_timeout
-        self.cluster = parsed.cluster
-        self.wait_replicas = parsed.wait_replicas
-        self.wait_timeout = parsed.wait_timeout
-        self._asked_partitions = parsed.partitions
+        cluster, asked = self.options.cluster, self.options.partitions
         # until the namespace's metadata is read (connect, or the first command)
-        self._layout = Layout(namespace, parsed.partitions or (8 if parsed.cluster else 1))
+        self._layout = Layout(namespace, asked or (8 if cluster else 1))
         self._layout_known = False
         self._client_url = urlunsplit(
             (parts.scheme, parts.netloc, parts.path, urlencode(passed), parts.fragment)
@@ -234,7 +157,9 @@ class RedisTransport:
             aioredis.connection.parse_url(self._client_url)
         except ValueError as exc:
             raise ConfigurationError(f"malformed Redis URL {self.safe_url!r}: {exc}") from None
-        if self.cluster and (parts.scheme == "unix" or parts.path.strip("/") not in ("", "0")):
+        if self.options.cluster and (
+            parts.scheme == "unix" or parts.path.strip("/") not in ("", "0")
+        ):
             raise ConfigurationError(
                 f"a Redis Cluster has database 0 only, over TCP: {self.safe_url!r}"
             )
@@ -265,7 +190,7 @@ class RedisTransport:
     def _make_client(self) -> aioredis.Redis:
         kwargs: dict[str, Any] = {
             "socket_connect_timeout": 5.0,
-            # explicitly None: redis-py 8 defaults to 5 s (see _REDIS_OPTIONS for why not)
+            # explicitly None: redis-py 8 defaults to 5 s (see REDIS_OPTIONS for why not)
             "socket_timeout": None,
             "socket_keepalive": True,
             "socket_keepalive_options": _KEEPALIVE,
@@ -273,7 +198,7 @@ class RedisTransport:
             **self._redis_kwargs,
         }
         try:
-            if self.cluster:
+            if self.options.cluster:
                 # redis-py's cluster retries (topology refresh on MOVED, a failed node)
                 # stay; ours (_retrying, reconnecting) go round them
                 return make_cluster_client(self._client_url, protocol=2, **kwargs)
@@ -336,7 +261,7 @@ class RedisTransport:
             return int(reply)
 
         recorded = await self._retrying(attempt, what="read the namespace", error=ConnectError)
-        check_partitions(self.namespace, self._asked_partitions, recorded, self.safe_url)
+        check_partitions(self.namespace, self.options.partitions, recorded, self.safe_url)
         self._layout = Layout(self.namespace, recorded)
         self._layout_known = True
         return self._layout
@@ -413,7 +338,7 @@ class RedisTransport:
                         why += f" (first: {describe(first)})"
                     raise error(
                         f"cannot {what}: Redis at {self.safe_url} kept failing for "
-                        f"{self.publish_timeout:g}s: {why}"
+                        f"{self.options.publish_timeout:g}s: {why}"
                     ) from exc
                 await asyncio.sleep(delay)
                 continue
@@ -452,7 +377,7 @@ class RedisTransport:
                 ttls[key] = math.ceil(self.options.abandon_after * 1000)
         finals = {key for key, frame in commands if frame.final}
         events_keys = [layout.events_key(i).encode() for i in range(layout.partitions)]
-        maxlen = b"%d" % self.maxlen
+        maxlen = b"%d" % self.options.maxlen
         packed: list[tuple[bytes, ...]] = []
         for key, frame in commands:
             packed.append((b"XADD", key.encode(), b"*", b"data", frame.data))
@@ -464,8 +389,8 @@ class RedisTransport:
         # TTLs after the XADDs: PEXPIRE on a key that does not exist yet is a no-op
         packed += [(b"PEXPIRE", key.encode(), b"%d" % ttl_ms) for key, ttl_ms in ttls.items()]
         wait = None
-        if self.wait_replicas:
-            wait = (self.wait_replicas, max(1, math.ceil(self.wait_timeout * 1000)))
+        if self.options.wait_replicas:
+            wait = (self.options.wait_replicas, max(1, math.ceil(self.options.wait_timeout * 1000)))
         if is_cluster(self._live_client()):
             written = list({args[1]: None for args in packed})
 
@@ -542,7 +467,7 @@ class RedisTransport:
             if not isinstance(start, str) or not _STREAM_ID.match(start):
                 raise ConfigurationError(f"not a Redis stream position: {start!r}")
             last = _before(start)
-        block_ms = max(1, int(self.block * 1000))
+        block_ms = max(1, int(self.options.block * 1000))
         reconnect = reconnecting(self, f"follow run {run_id}")
         while True:
             client = self._live_client()
