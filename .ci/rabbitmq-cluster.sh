@@ -57,7 +57,15 @@ EOF
   echo "[]." > "$d/enabled_plugins"
   echo "ERL_EPMD_ADDRESS=127.0.0.1" > "$DIR/rabbitmq-env.conf"
   (node_env "$i"; ulimit -n 65536 2>/dev/null || true; "$BIN/rabbitmq-server" -detached)
-  ctl "$i" await_startup >/dev/null
+  # -detached returns at once; the node registers with epmd a few seconds later
+  local deadline=$((SECONDS + WAIT))
+  until ctl "$i" await_startup >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "rabbitmq-cluster: $(node "$i") did not start within ${WAIT}s" >&2
+      return 1
+    fi
+    sleep 1
+  done
 }
 
 members() {  # running nodes of the cluster, as node 1 sees them
@@ -74,7 +82,7 @@ start() {
     if ! ctl "$i" -q cluster_status --formatter json 2>/dev/null | grep -q "$(node 1)"; then
       ctl "$i" stop_app >/dev/null
       ctl "$i" reset >/dev/null
-      ctl "$i" join_cluster "$(node 1)" >/dev/null
+      ctl "$i" join_cluster "$(node 1)" >/dev/null 2>&1
     fi
     ctl "$i" start_app >/dev/null
   done

@@ -5,22 +5,17 @@ stopped during a run and during group consumption (counts of lost and duplicated
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import uuid
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
+from _cluster_run import ticking_run
 from conftest import broker_url, skip_unless_required
-from langchain_core.callbacks.manager import adispatch_custom_event
-from langchain_core.runnables import RunnableLambda
 from test_transport_contract import *  # noqa: F403  (the contract's tests, collected here again)
 
-import eventbus
 from eventbus import ConfigurationError
 from eventbus.transports import open_transport
 from eventbus.transports._rabbit_cluster import split_nodes
@@ -93,77 +88,18 @@ async def test_a_node_stopped_during_a_run_and_group_consumption(namespace: str)
     url = broker_url("rabbitmq_cluster")
     if not (CLUSTER_DIR / "home").exists():
         skip_unless_required(f"no cluster of .ci/rabbitmq-cluster.sh in {CLUSTER_DIR}")
-    run_id = str(uuid.uuid4())
-    stop = asyncio.Event()
-    progress = asyncio.Event()
-    followed: list[int] = []
-    grouped: list[int] = []
-    goal = 200
+    stopped: list[bool] = []
 
-    async def ticks(x: Any) -> int:
-        i = 0
-        while not stop.is_set():
-            await adispatch_custom_event("tick", {"i": i})
-            i += 1
-            await asyncio.sleep(0.002)  # pacing the stream, not synchronising
-        return i
+    def stop_first_node() -> None:
+        _ctl(1, "stop_app")
+        stopped.append(True)
 
-    async def follow(sub: eventbus.Subscriber) -> None:
-        async for ev in sub.astream_events(run_id):
-            if ev["event"] == "on_custom_event":
-                followed.append(ev["data"]["i"])
-                if len(followed) >= goal:
-                    progress.set()
-
-    async def consume(sub: eventbus.Subscriber) -> None:
-        async for msg in sub.consume("audit", "c1", start="first", visibility_timeout=5):
-            if msg.run_id == run_id:
-                if msg.kind == "event" and msg.event and msg.event["event"] == "on_custom_event":
-                    grouped.append(msg.event["data"]["i"])
-                elif msg.kind != "event":
-                    await msg.ack()
-                    return
-            await msg.ack()
-
-    stopped = False
-    async with (
-        eventbus.Publisher(url, namespace) as pub,
-        eventbus.Subscriber(url, namespace, idle_timeout=WAIT) as sub,
-        eventbus.Subscriber(url, namespace) as group_sub,
-    ):
-        group_task = asyncio.create_task(consume(group_sub))
-        follow_task = asyncio.create_task(follow(sub))
-        run = asyncio.create_task(pub.run(RunnableLambda(ticks), 0, config={"run_id": run_id}))
-        tasks = (run, follow_task, group_task)
-        try:
-            with anyio.fail_after(WAIT):
-                await progress.wait()
-            await anyio.to_thread.run_sync(_ctl, 1, "stop_app")
-            stopped = True
-            progress.clear()
-            goal = len(followed) + 200
-            with anyio.fail_after(WAIT):
-                await progress.wait()  # the run carries on through the other nodes
-            stop.set()
-            with anyio.fail_after(WAIT):
-                published = await run
-                await follow_task
-                await group_task
-        finally:
-            stop.set()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if stopped:
-                await anyio.to_thread.run_sync(_ctl, 1, "start_app")
-    follow_counts, group_counts = Counter(followed), Counter(grouped)
-    figures = {
-        "published": published,
-        "follower_lost": sum(1 for i in range(published) if i not in follow_counts),
-        "follower_duplicates": sum(n - 1 for n in follow_counts.values()),
-        "group_lost": sum(1 for i in range(published) if i not in group_counts),
-        "group_duplicates": sum(n - 1 for n in group_counts.values()),
-    }
+    try:
+        figures = await ticking_run(url, namespace, str(uuid.uuid4()), stop_first_node)
+    finally:
+        if stopped:
+            await anyio.to_thread.run_sync(_ctl, 1, "start_app")
     print("rabbitmq node stop:", figures)
+    assert figures["follower_gap"] is None
     assert (figures["follower_lost"], figures["follower_duplicates"]) == (0, 0), figures
     assert figures["group_lost"] == 0, figures

@@ -1,4 +1,5 @@
-"""RabbitMQ clusters: a URL that lists several nodes, tried in turn.
+"""RabbitMQ clusters: a URL that lists several nodes, tried in turn, and the arguments
+that replicate what a namespace declares.
 
 ``amqp://user:password@host1:5672,host2:5672,host3:5672/vhost?options`` names three nodes
 of one cluster (same credentials, virtual host and options). A connection goes to the
@@ -8,12 +9,13 @@ dies drops its connections, and the reconnect moves on to the next node.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .._exceptions import ConfigurationError
 from . import redact_url
 
-__all__ = ["split_nodes"]
+__all__ = ["dead_letter_arguments", "quorum_arguments", "split_nodes", "stream_arguments"]
 
 
 def split_nodes(url: str) -> tuple[list[str], str]:
@@ -39,3 +41,29 @@ def split_nodes(url: str) -> tuple[list[str], str]:
     first = redact_url(urls[0])
     first_host = hosts.split(",", 1)[0]
     return urls, first.replace(first_host, hosts, 1)
+
+
+def stream_arguments(replicas: int, **arguments: Any) -> dict[str, Any]:
+    """A stream's declare arguments; ``replicas`` (0: every node) its replication factor."""
+    arguments["x-queue-type"] = "stream"
+    if replicas:
+        arguments["x-initial-cluster-size"] = replicas
+    return arguments
+
+
+def quorum_arguments(replicas: int) -> dict[str, Any]:
+    """A group queue's declare arguments; ``replicas`` (0: every node) its group size."""
+    arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+    if replicas:
+        arguments["x-quorum-initial-group-size"] = replicas
+    return arguments
+
+
+def dead_letter_arguments(replicas: int, clustered: bool) -> dict[str, Any]:
+    """A group's dead-letter queue: on a cluster (several nodes listed, or ``replicas``
+    set) a quorum queue, because a classic queue lives on one node, and while that node
+    is down the group cannot even be found (NOT_FOUND, "home node ... is down"); on one
+    node a classic queue, as namespaces made before have."""
+    if clustered or replicas:
+        return quorum_arguments(replicas)
+    return {"x-queue-type": "classic"}

@@ -186,7 +186,7 @@ class Groups:
             await link.read_until_marker(conn, link.log_queue, "first", on_message=copy)
             await asyncio.gather(*pending)
         await channel.declare_queue(
-            link.dead_letter_queue(group), durable=True, arguments={"x-queue-type": "classic"}
+            link.dead_letter_queue(group), durable=True, arguments=link.dead_letter_arguments()
         )
         await self._registry.record(conn, "group", [group])
 

@@ -35,7 +35,12 @@ from .._exceptions import (
 )
 from . import check_name, redact_url
 from ._kit import Positive, PositiveInt, Retry, doc, ensure_open, parse_options
-from ._rabbit_cluster import split_nodes
+from ._rabbit_cluster import (
+    dead_letter_arguments,
+    quorum_arguments,
+    split_nodes,
+    stream_arguments,
+)
 
 log = logging.getLogger("eventbus.transports.rabbitmq")
 
@@ -315,16 +320,13 @@ class Link:
         return self._group_prefix + group + ".lock"
 
     def _stream_arguments(self, **arguments: Any) -> dict[str, Any]:
-        arguments["x-queue-type"] = "stream"
-        if self.options.stream_replicas:
-            arguments["x-initial-cluster-size"] = self.options.stream_replicas
-        return arguments
+        return stream_arguments(self.options.stream_replicas, **arguments)
 
     def group_arguments(self) -> dict[str, Any]:
-        arguments: dict[str, Any] = {"x-queue-type": "quorum"}
-        if self.options.quorum_replicas:
-            arguments["x-quorum-initial-group-size"] = self.options.quorum_replicas
-        return arguments
+        return quorum_arguments(self.options.quorum_replicas)
+
+    def dead_letter_arguments(self) -> dict[str, Any]:
+        return dead_letter_arguments(self.options.quorum_replicas, len(self._urls) > 1)
 
     def _log_arguments(self) -> dict[str, Any]:
         return self._stream_arguments(
