@@ -3,9 +3,9 @@
 A namespace's group stream can be split into P partitions, each its own key (its own slot,
 so a Redis Cluster spreads them over its shards). A run always lands in the same partition
 (CRC32 of its id), so its frames keep their order; a group reads every partition. P is
-recorded in the namespace's metadata hash the first time any client touches the namespace,
-and a client asking for another P is refused: frames of a live run would move to another
-partition and could be consumed out of order.
+recorded in the namespace's metadata hash the first time any client touches the namespace
+(HSETNX: the first writer wins), and a client asking for another P is refused: frames of a
+live run would move to another partition and could be consumed out of order.
 
 P = 1 is the layout of eventbus before partitions (``eventbus:{<ns>}:events``); a namespace
 that has that stream but no metadata yet is recorded as P = 1.
@@ -15,21 +15,13 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
 
 from .._exceptions import ConfigurationError
 
-__all__ = ["Layout", "META_SCRIPT", "check_partitions"]
-
-# KEYS: the metadata hash and the unpartitioned group stream, both in the {<ns>} slot;
-# ARGV: the P to record if the namespace has none yet. Returns the namespace's P.
-META_SCRIPT = """
-local p = redis.call('HGET', KEYS[1], 'partitions')
-if p then return tonumber(p) end
-p = tonumber(ARGV[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then p = 1 end
-redis.call('HSET', KEYS[1], 'partitions', p)
-return p
-"""
+__all__ = ["Layout", "check_partitions", "recorded_partitions"]
 
 MAX_PARTITIONS = 1024
 
@@ -80,3 +72,20 @@ def check_partitions(namespace: str, asked: int | None, recorded: int, safe_url:
             f"partitions={recorded}, or a new namespace"
         )
     return recorded
+
+
+async def recorded_partitions(
+    client: aioredis.Redis, meta_key: str, legacy_key: str, partitions: int
+) -> int:
+    """The namespace's P from its metadata, recorded first if it has none: 1 for a
+    namespace from before partitions (it has ``legacy_key``), else ``partitions``.
+
+    Plain commands, no script (scripting may be refused by a managed Redis's ACLs):
+    HSETNX makes the first writer's P the one every client reads back.
+    """
+    reply: Any = await client.hget(meta_key, "partitions")
+    if reply is None:
+        legacy = bool(await client.exists(legacy_key))
+        await client.hsetnx(meta_key, "partitions", 1 if legacy else partitions)
+        reply = await client.hget(meta_key, "partitions")
+    return int(reply)

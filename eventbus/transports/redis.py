@@ -72,11 +72,11 @@ from ._redis_group import (
 from ._redis_group import (
     delete_group as destroy_group,
 )
-from ._redis_layout import META_SCRIPT, Layout, check_partitions
+from ._redis_layout import Layout, check_partitions, recorded_partitions
 from ._redis_options import REDIS_OPTIONS, Options
 from ._redis_retry import classify, raise_unless_transient, reconnect_pause, reconnecting
 
-__all__ = ["Options", "RedisTransport"]
+__all__ = ["RedisTransport"]
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +257,7 @@ class RedisTransport:
         keys = (layout.meta_key, Layout(self.namespace, 1).events_key(0))
 
         async def attempt(client: aioredis.Redis) -> int:
-            reply: Any = await client.eval(META_SCRIPT, 2, *keys, str(layout.partitions))
-            return int(reply)
+            return await recorded_partitions(client, *keys, layout.partitions)
 
         recorded = await self._retrying(attempt, what="read the namespace", error=ConnectError)
         check_partitions(self.namespace, self.options.partitions, recorded, self.safe_url)
