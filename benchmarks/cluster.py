@@ -16,7 +16,7 @@ the figures of ``docs/scaling.md``.
   transport, one batch at a time, with ``wait_replicas`` 0 and 1, on the cluster: the
   time per batch (median and p99).
 
-Writes ``benchmarks/results/cluster.json`` and prints it. The brokers' figures are
+Writes ``docs/scaling-figures.json`` and prints it. The brokers' figures are
 deltas, so run it against brokers nobody else uses meanwhile (the test cluster of
 ``make redis-cluster``, and a private single node: ``redis-server --port 7110 --save ""
 --daemonize yes``, ``--single redis://127.0.0.1:7110/0``).
@@ -39,7 +39,8 @@ from redis.asyncio.cluster import RedisCluster
 from ._common import fresh
 from .scale import _Proc, _side
 
-RESULTS = Path(__file__).resolve().parent / "results" / "cluster.json"
+# not in benchmarks/results: that holds the suite's scenarios (python -m benchmarks)
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "scaling-figures.json"
 FRAME = b"x" * 200
 
 

@@ -72,8 +72,8 @@ def _nodes(port: int) -> dict[str, dict[str, Any]]:
     return nodes
 
 
-def _owner_and_replica(seed: int, key: str) -> tuple[int, int]:
-    """The ports of the primary holding ``key``'s slot and of one of its replicas."""
+def _owner(seed: int, key: str) -> tuple[int, list[int]]:
+    """The port of the primary holding ``key``'s slot, and of its live replicas."""
     slot = key_slot(key.encode())
     nodes = _nodes(seed)
     for addr, info in nodes.items():
@@ -81,13 +81,20 @@ def _owner_and_replica(seed: int, key: str) -> tuple[int, int]:
             continue
         if any(lo <= slot <= hi for lo, hi in info["slots"]):
             replicas = [
-                a
+                int(a.rsplit(":", 1)[1])
                 for a, i in nodes.items()
                 if i["master_id"] == info["node_id"] and "fail" not in i["flags"]
             ]
-            assert replicas, f"primary {addr} has no replica"
-            return int(addr.rsplit(":", 1)[1]), int(replicas[0].rsplit(":", 1)[1])
+            return int(addr.rsplit(":", 1)[1]), replicas
     raise AssertionError(f"no primary holds slot {slot}")
+
+
+def _owner_and_replica(seed: int, key: str) -> tuple[int, int]:
+    """The ports of the primary holding ``key``'s slot and of one of its replicas, once
+    the cluster lists one (after an earlier test's failover, it may take a moment)."""
+    _until(lambda: bool(_owner(seed, key)[1]), f"a replica for the primary of {key}")
+    primary, replicas = _owner(seed, key)
+    return primary, replicas[0]
 
 
 def _is_primary(port: int) -> bool:
@@ -183,7 +190,7 @@ def _pick_run(namespace: str, seed: int) -> str:
         run_id = str(uuid.uuid4())
         run_key = f"eventbus:{{{namespace}:{run_id}}}:run"
         events_key = layout.events_key(layout.partition_of(run_id))
-        if _owner_and_replica(seed, run_key)[0] == _owner_and_replica(seed, events_key)[0]:
+        if _owner(seed, run_key)[0] == _owner(seed, events_key)[0]:
             return run_id
     raise AssertionError("no run id shares a primary with its partition")
 
@@ -207,9 +214,7 @@ async def _scenario(
     run_key = f"eventbus:{{{namespace}:{run_id}}}:run"
     primary, replica = _owner_and_replica(seed, run_key)
     figures = await ticking_run(url, namespace, run_id, lambda: disrupt(primary, replica))
-    figures.update(
-        primary=primary, replica=replica, owner_after=_owner_and_replica(seed, run_key)[0]
-    )
+    figures.update(primary=primary, replica=replica, owner_after=_owner(seed, run_key)[0])
     return figures
 
 
