@@ -9,7 +9,7 @@
 #   bash .ci/rabbitmq-cluster.sh status  # running nodes; exit 1 unless all three run
 #
 # Its own cookie (HOME) means its rabbitmqctl cannot reach another broker on this machine,
-# and the other broker's cannot reach it. Lean: one scheduler per node, no plugins.
+# and the other broker's cannot reach it. Lean: no plugins, 1 GB memory watermark.
 set -euo pipefail
 
 BASE=${EVENTBUS_RABBIT_CLUSTER_PORT:-5701}
@@ -28,7 +28,7 @@ node_env() {  # the environment of node $1 (also what its rabbitmqctl needs: HOM
   export RABBITMQ_MNESIA_BASE="$d/mnesia" RABBITMQ_LOG_BASE="$d/log"
   export RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins"
   export RABBITMQ_PID_FILE="$d/pid" RABBITMQ_CONF_ENV_FILE="$DIR/rabbitmq-env.conf"
-  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+S 1:1 +A 8"
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+A 8"
 }
 
 ctl() {  # node, args...
@@ -51,7 +51,6 @@ start_node() {
   cat > "$d/rabbitmq.conf" <<EOF
 listeners.tcp.local = 127.0.0.1:$((BASE + i - 1))
 loopback_users = none
-cluster_partition_handling = pause_minority
 vm_memory_high_watermark.absolute = 1GB
 EOF
   echo "[]." > "$d/enabled_plugins"
@@ -98,9 +97,16 @@ start() {
 }
 
 stop() {
-  local i
+  local i pid
   for i in $NODES; do
     if running "$i"; then ctl "$i" stop >/dev/null 2>&1 || true; fi
+    # a node that does not answer rabbitmqctl: its own pid, if it is still our node
+    pid=$(cat "$DIR/ebus$i/pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "$DIR/home"; then
+      kill "$pid" 2>/dev/null || true
+      sleep 2
+      kill -9 "$pid" 2>/dev/null || true
+    fi
   done
   rm -rf "$DIR"
   echo "rabbitmq-cluster: stopped"

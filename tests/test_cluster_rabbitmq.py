@@ -95,7 +95,10 @@ async def test_a_node_stopped_during_a_run_and_group_consumption(namespace: str)
         stopped.append(True)
 
     try:
-        figures = await ticking_run(url, namespace, str(uuid.uuid4()), stop_first_node)
+        # publish_timeout: the stop may take the remaining nodes a while on a busy machine
+        figures = await ticking_run(
+            f"{url}?publish_timeout=120", namespace, str(uuid.uuid4()), stop_first_node
+        )
     finally:
         if stopped:
             await anyio.to_thread.run_sync(_ctl, 1, "start_app")
