@@ -29,11 +29,13 @@ node_env() {  # the environment of node $1 (also what its rabbitmqctl needs: HOM
   export RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins"
   export RABBITMQ_PID_FILE="$d/pid" RABBITMQ_CONF_ENV_FILE="$DIR/rabbitmq-env.conf"
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+A 8"
+  export ERL_CRASH_DUMP="$DIR/erl_crash.dump"  # not in the caller's directory
 }
 
 ctl() {  # node, args...
   local i=$1; shift
-  (node_env "$i"; timeout 120 "$BIN/rabbitmqctl" -n "$(node "$i")" "$@")
+  mkdir -p "$DIR/home"  # the CLI's Erlang needs a HOME for its cookie, even to fail
+  (node_env "$i"; cd "$DIR" && timeout 120 "$BIN/rabbitmqctl" -n "$(node "$i")" "$@")
 }
 
 running() { ctl "$1" -q status >/dev/null 2>&1; }
