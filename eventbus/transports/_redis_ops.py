@@ -77,7 +77,8 @@ async def groups(t: RedisTransport) -> list[GroupInfo]:
 async def signals(t: RedisTransport) -> AsyncIterator[bytes]:
     """SUBSCRIBE to the namespace's control channel, on a connection of its own; ``b""``
     once subscribed (again after each reconnect)."""
-    from .redis import _reconnect_pause, _reconnecting
+    from ._redis_retry import reconnect_pause as _reconnect_pause
+    from ._redis_retry import reconnecting as _reconnecting
 
     reconnect = _reconnecting(t, "listen on the control channel")
     block, timeout = t.options.block, t.options.command_timeout

@@ -33,7 +33,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -163,6 +163,7 @@ class RedisTransport:
             raise ConfigurationError(
                 f"a Redis Cluster has database 0 only, over TCP: {self.safe_url!r}"
             )
+        self._control_channel = f"eventbus:{{{namespace}}}:control"
         self._ttl_refreshed: dict[str, float] = {}  # run key -> when its abandon TTL was set
         self._client: aioredis.Redis | None = None  # made by connect(), or on first use
         # publish's own connection, of the client it was made from: its commands are
@@ -184,6 +185,15 @@ class RedisTransport:
         if _BAD_RUN_ID.search(run_id):
             raise ConfigurationError(f"invalid run id {run_id!r}: no braces, spaces or controls")
         return f"eventbus:{{{self.namespace}:{run_id}}}:run"
+
+    # the unpartitioned group stream and dead letters, for the operating reads of
+    # _redis_ops (tap, groups): in a partitioned namespace they see partition 0 only
+    @property
+    def _events_key(self) -> str:
+        return self._layout.events_key(0)
+
+    def _dead_key(self, group: str) -> str:
+        return self._layout.dead_key(group, 0)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -242,7 +252,8 @@ class RedisTransport:
                 raise ConfigurationError(f"bad database in {self.safe_url!r}: {exc}") from exc
             raise TransportError(f"Redis at {self.safe_url} refused to serve: {exc}") from exc
         self.max_message_bytes = await self._message_limit(client)
-        await self._known_layout()
+        if declare:  # a reader's connect writes nothing (the layout is read on first use)
+            await self._known_layout()
 
     async def _known_layout(self) -> Layout:
         """The namespace's layout: its recorded partitions (recorded now if it has none).
@@ -466,8 +477,13 @@ class RedisTransport:
             if not isinstance(start, str) or not _STREAM_ID.match(start):
                 raise ConfigurationError(f"not a Redis stream position: {start!r}")
             last = _before(start)
+        async for entry in self._read(key, last, f"follow run {run_id}"):
+            yield entry
+
+    async def _read(self, key: str, last: str, what: str) -> AsyncIterator[Entry]:
+        """XREAD ``key`` after ``last``, reconnecting, for ever (reads create nothing)."""
         block_ms = max(1, int(self.options.block * 1000))
-        reconnect = reconnecting(self, f"follow run {run_id}")
+        reconnect = reconnecting(self, what)
         while True:
             client = self._live_client()
             try:
@@ -535,3 +551,28 @@ class RedisTransport:
             ConnectError: Redis stayed unreachable for ``publish_timeout``.
         """
         return await read_dead_letters(self, group, count)
+
+    # -- operating (eventbus.transports._redis_ops) ------------------------------------
+
+    def tap(self, start: Literal["first", "new"] = "new") -> AsyncIterator[Entry]:
+        """XREAD the group stream from its first or its last entry (no group, no key
+        is created). Raises what :meth:`follow` raises."""
+        return _redis_ops.tap(self, start)
+
+    async def groups(self) -> list[GroupInfo]:
+        """XINFO GROUPS, and XLEN of each group's dead letters. Raises ConnectError."""
+        return await _redis_ops.groups(self)
+
+    async def signal(self, data: bytes) -> None:
+        """PUBLISH on the namespace's control channel. Raises ConnectError."""
+        await _redis_ops.signal(self, data)
+
+    def signals(self) -> AsyncIterator[bytes]:
+        """SUBSCRIBE to the control channel. Raises what :meth:`follow` raises."""
+        return _redis_ops.signals(self)
+
+    async def delete_namespace(self) -> None:
+        """Delete every key of this namespace (an operator's clean-up, not part of the
+        transport protocol): consumers and followers see their streams vanish. Raises
+        ConnectError, AuthenticationError."""
+        await _redis_ops.delete_namespace(self)
