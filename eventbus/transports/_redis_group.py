@@ -475,7 +475,7 @@ def _id_order(entry_id: str) -> tuple[int, int]:
 async def dead_letters(t: RedisTransport, group: str, count: int) -> list[DeadLetter]:
     """The oldest ``count`` dead letters over every partition (see the method)."""
     check_name("group", group)
-    layout = await t._known_layout()
+    layout = await t._known_layout(record=False)
 
     async def attempt(client: aioredis.Redis) -> list[tuple[int, str, _Fields]]:
         rows: list[tuple[int, str, _Fields]] = []

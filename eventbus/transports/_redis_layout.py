@@ -75,7 +75,7 @@ def check_partitions(namespace: str, asked: int | None, recorded: int, safe_url:
 
 
 async def recorded_partitions(
-    client: aioredis.Redis, meta_key: str, legacy_key: str, partitions: int
+    client: aioredis.Redis, meta_key: str, legacy_key: str, partitions: int, record: bool = True
 ) -> int:
     """The namespace's P from its metadata, recorded first if it has none: 1 for a
     namespace from before partitions (it has ``legacy_key``), else ``partitions``.
@@ -86,6 +86,8 @@ async def recorded_partitions(
     reply: Any = await client.hget(meta_key, "partitions")
     if reply is None:
         legacy = bool(await client.exists(legacy_key))
+        if not record:  # a read: what a writer would record, written by none
+            return 1 if legacy else partitions
         await client.hsetnx(meta_key, "partitions", 1 if legacy else partitions)
         reply = await client.hget(meta_key, "partitions")
     return int(reply)

@@ -255,8 +255,9 @@ class RedisTransport:
         if declare:  # a reader's connect writes nothing (the layout is read on first use)
             await self._known_layout()
 
-    async def _known_layout(self) -> Layout:
-        """The namespace's layout: its recorded partitions (recorded now if it has none).
+    async def _known_layout(self, record: bool = True) -> Layout:
+        """The namespace's layout: its recorded partitions (recorded now if it has none,
+        unless ``record`` is false: a read).
 
         Raises:
             ConfigurationError: ``partitions`` differs from the namespace's.
@@ -268,12 +269,12 @@ class RedisTransport:
         keys = (layout.meta_key, Layout(self.namespace, 1).events_key(0))
 
         async def attempt(client: aioredis.Redis) -> int:
-            return await recorded_partitions(client, *keys, layout.partitions)
+            return await recorded_partitions(client, *keys, layout.partitions, record)
 
         recorded = await self._retrying(attempt, what="read the namespace", error=ConnectError)
         check_partitions(self.namespace, self.options.partitions, recorded, self.safe_url)
         self._layout = Layout(self.namespace, recorded)
-        self._layout_known = True
+        self._layout_known = record
         return self._layout
 
     async def _message_limit(self, client: aioredis.Redis) -> int:
