@@ -17,8 +17,9 @@ LOWEST_VENV := .venv-lowest
 LOWEST_LOCK := requirements-lowest.txt
 LOCK_STALE := uv.lock does not satisfy pyproject.toml: run `make lock` and commit uv.lock and $(LOWEST_LOCK)
 
-.PHONY: install lint format typecheck test test-fast test-lowest bench demo schema brokers \
-	redis-cluster redis-cluster-stop rabbitmq-cluster rabbitmq-cluster-stop lock upgrade check-lock clean
+.PHONY: install lint format typecheck test test-fast test-lowest bench demo schema docs brokers \
+	redis-cluster redis-cluster-stop rabbitmq-cluster rabbitmq-cluster-stop lock upgrade check-lock \
+	clean js
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
