@@ -261,3 +261,21 @@ async def test_partitions_spread_over_the_cluster_primaries(namespace: str) -> N
         assert sum(1 for n in counts.values() if n) >= 2
     finally:
         await t.aclose()
+
+
+async def test_groups_report_every_partition(base_url: str, namespace: str) -> None:
+    """groups() of a partitioned namespace counts what every partition holds."""
+    t = await opened(with_query(base_url, "partitions=4"), namespace)
+    try:
+        runs = [str(uuid.uuid4()) for _ in range(RUNS)]
+        await t.publish([OutFrame(run, run.encode()) for run in runs])
+        opts = GroupOptions(start="first", max_deliveries=5)
+        got = await take(t, "g", "c1", RUNS, opts, ack=False)
+        for d in got:
+            await d.reject("no good")
+        partitions = {t._layout.partition_of(run) for run in runs}
+        assert len(partitions) > 1  # the dead letters are spread, not all in partition 0
+        (info,) = await t.groups()
+        assert (info.name, info.dead_letters, info.pending, info.consumers) == ("g", RUNS, 0, 1)
+    finally:
+        await t.aclose()

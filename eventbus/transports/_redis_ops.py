@@ -47,29 +47,42 @@ async def signal(t: RedisTransport, data: bytes) -> None:
 
 
 async def groups(t: RedisTransport) -> list[GroupInfo]:
-    """XINFO GROUPS of the group stream, and XLEN of each group's dead letters."""
+    """XINFO GROUPS of every group stream partition, and XLEN of each group's dead
+    letters: per group, pending, lag and dead letters summed over the partitions,
+    consumers the most any partition has (the same consumers read every partition)."""
+    layout = await t._known_layout(record=False)
 
     async def attempt(client: aioredis.Redis) -> list[GroupInfo]:
-        try:
-            rows: Any = await client.xinfo_groups(t._events_key)
-        except rexc.ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return []
-            raise
-        out = []
-        for row in rows:
-            name = _text(row["name"])
-            lag = row.get("lag")
-            out.append(
-                GroupInfo(
+        merged: dict[str, GroupInfo] = {}
+        for p in range(layout.partitions):
+            try:
+                rows: Any = await client.xinfo_groups(layout.events_key(p))
+            except rexc.ResponseError as exc:
+                if "no such key" in str(exc).lower():
+                    continue
+                raise
+            for row in rows:
+                name = _text(row["name"])
+                lag = row.get("lag")
+                dead = int(await client.xlen(layout.dead_key(name, p)))
+                info = GroupInfo(
                     name,
                     int(row["consumers"]),
                     int(row["pending"]),
                     None if lag is None else int(lag),
-                    int(await client.xlen(t._dead_key(name))),
+                    dead,
                 )
-            )
-        return sorted(out, key=lambda g: g.name)
+                seen = merged.get(name)
+                if seen is not None:
+                    info = GroupInfo(
+                        name,
+                        max(seen.consumers, info.consumers),
+                        (seen.pending or 0) + (info.pending or 0),
+                        None if seen.lag is None or info.lag is None else seen.lag + info.lag,
+                        seen.dead_letters + info.dead_letters,
+                    )
+                merged[name] = info
+        return sorted(merged.values(), key=lambda g: g.name)
 
     return await t._retrying(attempt, what="list groups", error=ConnectError)
 
