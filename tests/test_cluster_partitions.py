@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
+from typing import Literal
 
 import anyio
 import pytest
@@ -277,5 +278,39 @@ async def test_groups_report_every_partition(base_url: str, namespace: str) -> N
         assert len(partitions) > 1  # the dead letters are spread, not all in partition 0
         (info,) = await t.groups()
         assert (info.name, info.dead_letters, info.pending, info.consumers) == ("g", RUNS, 0, 1)
+    finally:
+        await t.aclose()
+
+
+async def test_tap_reads_every_partition(base_url: str, namespace: str) -> None:
+    """tap() of a partitioned namespace (what `eventbus runs` and a namespace `tail`
+    read) sees every partition's frames, from the first or from now on."""
+    t = await opened(with_query(base_url, "partitions=4"), namespace)
+    try:
+        runs = [str(uuid.uuid4()) for _ in range(RUNS)]
+        await t.publish([OutFrame(run, b"old " + run.encode()) for run in runs])
+        assert len({t._layout.partition_of(run) for run in runs}) > 1
+
+        async def take_tap(start: Literal["first", "new"], n: int, then: object = None) -> set:
+            got: set[bytes] = set()
+            tap = t.tap(start)
+            with anyio.fail_after(WAIT):
+                async for entry in tap:
+                    assert entry.position.partition(":")[0].isdigit()
+                    got.add(entry.data)
+                    if len(got) == n:
+                        break
+            await tap.aclose()  # type: ignore[attr-defined]
+            return got
+
+        assert await take_tap("first", RUNS) == {b"old " + r.encode() for r in runs}
+        reader = asyncio.ensure_future(take_tap("new", RUNS))
+        # "new" means frames published after the reader started: publish until it has
+        # them all (a frame published before it read its starting points is not counted)
+        with anyio.fail_after(WAIT):
+            while not reader.done():
+                await t.publish([OutFrame(run, b"new " + run.encode()) for run in runs])
+                await asyncio.wait({reader}, timeout=0.2)
+        assert reader.result() == {b"new " + r.encode() for r in runs}
     finally:
         await t.aclose()

@@ -4,6 +4,7 @@ without a group, what its groups hold, the control channel, deleting a namespace
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,19 +23,49 @@ __all__ = ["delete_namespace", "groups", "signal", "signals", "tap"]
 
 
 async def tap(t: RedisTransport, start: Literal["first", "new"]) -> AsyncIterator[Entry]:
-    """XREAD the group stream from its first entry or its last one: no group, no key is
-    created (an absent stream is waited for)."""
-    last = "0-0"
-    if start == "new":
+    """XREAD the group stream (every partition of it) from its first entries or its last
+    ones: no group, no key is created (an absent stream is waited for). In a partitioned
+    namespace a position is prefixed with its partition, as a group's are."""
+    layout = await t._known_layout(record=False)
+    what = "read the group stream"
 
-        async def newest(client: aioredis.Redis) -> Any:
-            return await client.xrevrange(t._events_key, "+", "-", count=1)
+    async def newest(key: str) -> str:
+        async def attempt(client: aioredis.Redis) -> Any:
+            return await client.xrevrange(key, "+", "-", count=1)
 
-        rows = await t._retrying(newest, what="read the group stream", error=ConnectError)
-        if rows:
-            last = _text(rows[0][0])
-    async for entry in t._read(t._events_key, last, "read the group stream"):
-        yield entry
+        rows = await t._retrying(attempt, what=what, error=ConnectError)
+        return _text(rows[0][0]) if rows else "0-0"
+
+    keys = [layout.events_key(p) for p in range(layout.partitions)]
+    lasts = [await newest(key) if start == "new" else "0-0" for key in keys]
+    if len(keys) == 1:
+        async for entry in t._read(keys[0], lasts[0], what):
+            yield entry
+        return
+    # one reader per partition (on a cluster they live on different nodes: no one XREAD
+    # can name them all), merged through a small queue
+    queue: asyncio.Queue[Entry | BaseException] = asyncio.Queue(maxsize=64)
+
+    async def pump(p: int) -> None:
+        try:
+            async for entry in t._read(keys[p], lasts[p], what):
+                await queue.put(Entry(layout.tag(p) + entry.position, entry.data))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the reader, not lost in a task
+            await queue.put(exc)
+
+    pumps = [asyncio.create_task(pump(p)) for p in range(len(keys))]
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
 
 
 async def signal(t: RedisTransport, data: bytes) -> None:

@@ -186,8 +186,7 @@ class RedisTransport:
             raise ConfigurationError(f"invalid run id {run_id!r}: no braces, spaces or controls")
         return f"eventbus:{{{self.namespace}:{run_id}}}:run"
 
-    # the unpartitioned group stream and dead letters, for _redis_ops.tap (groups reads
-    # every partition): in a partitioned namespace tap sees partition 0 only (known gap)
+    # partition 0's group stream and dead letters (the whole of them unpartitioned)
     @property
     def _events_key(self) -> str:
         return self._layout.events_key(0)
