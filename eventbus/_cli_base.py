@@ -160,6 +160,7 @@ def subscriber(args: argparse.Namespace, *, start_timeout: float | None = None) 
         args.namespace,
         idle_timeout=idle if idle > 0 else None,
         start_timeout=start_timeout,
+        preload=False,  # a command decodes LangChain values on first use, if it meets any
     )
 
 

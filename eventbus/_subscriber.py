@@ -185,6 +185,10 @@ class Subscriber:
             source only). None (default): True, unless the subscriber holds keys: then
             every frame it accepts is signed by one of them, a trusted publisher's, and
             is not checked again.
+        preload: register LangChain's classes with the codec when connecting (importing
+            LangChain, ~0.4 s once per process) rather than when the first LangChain value
+            arrives, where that import would stall the first events of a live run. False:
+            on first use (a short-lived reader, e.g. the command line).
         transport_options: passed to the transport.
 
     Raises:
@@ -203,9 +207,11 @@ class Subscriber:
         keys: KeysArg | Keyring = None,
         rejection_log_interval: float = 60.0,
         validate: bool | None = None,
+        preload: bool = True,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = _redact(url)
+        self._preload = preload
         self.namespace = namespace
         self.idle_timeout = idle_timeout
         self.start_timeout = start_timeout
@@ -240,6 +246,10 @@ class Subscriber:
     async def connect(self) -> Subscriber:
         """Connect the transport (a reader's connect: nothing is created on the broker).
         Raises ConnectError / AuthenticationError."""
+        if self._preload:
+            from ._langchain import install_langchain
+
+            install_langchain()
         await self._transport.connect(declare=False)
         return self
 

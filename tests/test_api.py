@@ -541,3 +541,24 @@ async def test_callback_handler_publishes_root_errors(url: str, namespace: str) 
         await pub.flush()
         with pytest.raises(eventbus.RemoteRunError, match="exploded on 1"):
             await collect(sub.astream_events(run_id))
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_subscriber_imports_langchain_when_it_connects_unless_told_not_to(
+    preload: bool,
+) -> None:
+    """The import (~0.4 s) happens at connect, not under the first events of a live run;
+    a short-lived reader (preload=False, the command line) leaves it to first use."""
+    import subprocess
+
+    script = (
+        "import asyncio, sys, eventbus\n"
+        "async def main():\n"
+        f"    async with eventbus.Subscriber('memory://', 'p', preload={preload}):\n"
+        "        print('langchain_core.messages' in sys.modules)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == str(preload)
