@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable
@@ -76,16 +77,7 @@ async def groups(args: argparse.Namespace) -> int:
         render()  # (the install hint before any broker work)
     async with subscriber(args) as sub:
         found = await sub.groups()
-    rows = [
-        {
-            "name": g.name,
-            "consumers": g.consumers,
-            "pending": g.pending,
-            "lag": g.lag,
-            "dead_letters": g.dead_letters,
-        }
-        for g in found
-    ]
+    rows = [dataclasses.asdict(g) for g in found]  # (GroupInfo's fields, in order)
     return _print_rows(
         args,
         rows,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -105,12 +106,12 @@ async def groups(t: RedisTransport) -> list[GroupInfo]:
                 )
                 seen = merged.get(name)
                 if seen is not None:
-                    info = GroupInfo(
-                        name,
-                        max(seen.consumers, info.consumers),
-                        (seen.pending or 0) + (info.pending or 0),
-                        None if seen.lag is None or info.lag is None else seen.lag + info.lag,
-                        seen.dead_letters + info.dead_letters,
+                    info = replace(
+                        info,
+                        consumers=max(seen.consumers, info.consumers),
+                        pending=(seen.pending or 0) + (info.pending or 0),
+                        lag=None if seen.lag is None or info.lag is None else seen.lag + info.lag,
+                        dead_letters=seen.dead_letters + info.dead_letters,
                     )
                 merged[name] = info
         return sorted(merged.values(), key=lambda g: g.name)
