@@ -218,6 +218,32 @@ async def test_followers_attach_while_the_publisher_creates_the_streams(
             await follower.aclose()
 
 
+async def test_a_channel_the_broker_closed_is_not_reopened_under_its_number(
+    amqp_url: str,
+) -> None:
+    """A follower's probe of a run that has not started closes its channel (404); aiormq
+    frees the number before its Close-Ok is out, and a channel opened at once under the
+    same number made the broker close the connection ("second 'channel.open' seen") or
+    left the new channel reporting itself closed (a publish refused "(None, None)")."""
+    from eventbus.transports._rabbit_link import open_channel
+
+    conn = await aio_pika.connect(amqp_url)
+    try:
+        with anyio.fail_after(WAIT):
+            seen = []
+            for _ in range(5):
+                channel = await open_channel(conn, confirms=False)
+                seen.append(channel.number)
+                with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                    await channel.declare_queue(f"missing-{uuid.uuid4()}", passive=True)
+            channel = await open_channel(conn, confirms=False)
+            seen.append(channel.number)
+            await channel.declare_queue("", exclusive=True)  # the channel works
+        assert len(set(seen)) == len(seen), seen
+    finally:
+        await conn.close()
+
+
 # -- 2. forced connection closes -------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -174,6 +175,19 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
 )
+
+
+def closed_here(exc: BaseException) -> bool:
+    """Whether ``exc`` reports a channel closed on this side (by another task sharing it,
+    or after a failure of its own), not refused by the broker: the operation is retried
+    on a new channel."""
+    return (
+        isinstance(exc, amqp_errors.ChannelClosed)
+        and not isinstance(exc, amqp_errors.ChannelNotFoundEntity)
+        and (not exc.args or exc.args[0] is None)
+    )
+
+
 RESUMABLE: tuple[type[BaseException], ...] = (*RETRYABLE, Lost)
 
 LOST = object()  # what a watched inbox receives when its channel or consumer goes away
@@ -206,10 +220,41 @@ def str_header(headers: dict[str, Any], name: str, default: str = "") -> str:
     return str(value)
 
 
+# the channel number each connection gave last (see _channel_number)
+_last_number: weakref.WeakKeyDictionary[AbstractConnection, int] = weakref.WeakKeyDictionary()
+
+
+def _channel_number(conn: AbstractConnection) -> int | None:
+    """The next free channel number after the one ``conn`` gave last, wrapping at the
+    broker's ``channel_max``; None leaves the choice to aiormq.
+
+    aiormq gives the lowest free number, and frees a number when the broker's
+    ``Channel.Close`` arrives, before its ``Close-Ok`` is written: a channel opened in
+    between (a follower's next probe after a 404) reuses the number, and the broker closes
+    the whole connection ("CHANNEL_ERROR - second 'channel.open' seen") or the Close-Ok
+    lands on the new channel, which then reports itself closed. Numbers given in turn are
+    not reused until ``channel_max`` channels later."""
+    underlay = getattr(getattr(conn, "transport", None), "connection", None)
+    channels = getattr(underlay, "channels", None)
+    tune = getattr(underlay, "connection_tune", None)
+    if channels is None or tune is None:
+        return None
+    limit = min(int(tune.channel_max or 65535), 65535)
+    number = _last_number.get(conn, 0)
+    for _ in range(limit):
+        number = number % limit + 1
+        if number not in channels:
+            _last_number[conn] = number
+            return number
+    return None  # every number in use: aiormq says so
+
+
 async def open_channel(conn: AbstractConnection, *, confirms: bool) -> AbstractChannel:
     """A new channel; raises a retryable connection error if the connection is dead."""
     try:
-        channel: AbstractChannel = await conn.channel(publisher_confirms=confirms)
+        channel: AbstractChannel = await conn.channel(
+            _channel_number(conn), publisher_confirms=confirms
+        )
     except RuntimeError as exc:  # "<Connection ...> closed": aio-pika has not noticed yet
         raise ConnectionGone(str(exc)) from exc
     return channel
@@ -547,8 +592,11 @@ class Link:
             self._pub = (channel, exchange)
             return channel, exchange
 
-    def drop_publisher(self) -> None:
-        self._pub = None
+    def drop_publisher(self, channel: AbstractChannel) -> None:
+        """Close the confirm channel ``channel`` and forget it, unless it was replaced."""
+        if self._pub is not None and self._pub[0] is channel:
+            self._pub = None
+        self.close_channel(channel)
 
     async def read_until_marker(
         self,

@@ -60,6 +60,7 @@ from ._rabbit_link import (
     RETRYABLE,
     Link,
     Lost,
+    closed_here,
     consume_stream,
     int_header,
     log,
@@ -73,6 +74,8 @@ from ._rabbit_registry import Registry
 
 __all__ = ["RabbitMQTransport"]
 
+# what a publish retries, or reports as refused unless it was closed here
+_RETRY_OR_REFUSED: tuple[type[BaseException], ...] = (*RETRYABLE, amqp_errors.AMQPChannelError)
 _DECLARE_CHANNELS = 16  # channels declaring the new runs of one batch at once
 
 
@@ -271,7 +274,9 @@ class RabbitMQTransport:
                 raise
             except amqp_errors.ChannelAccessRefused as exc:
                 raise AuthenticationError(f"publish refused by RabbitMQ: {exc}") from exc
-            except RETRYABLE as exc:
+            except _RETRY_OR_REFUSED as exc:
+                if not isinstance(exc, RETRYABLE) and not closed_here(exc):
+                    raise PublishError(f"publish refused by RabbitMQ: {exc}") from exc
                 delay = retry.next_delay(exc)
                 if delay is None:
                     raise PublishError(
@@ -283,11 +288,13 @@ class RabbitMQTransport:
                 )
                 if isinstance(exc, amqp_errors.AMQPConnectionError):
                     stale = conn
-                link.drop_publisher()
-                link.close_channel(channel)
+                # the confirm channel is shared by every publish in flight: it goes only if
+                # it failed itself (a declare's failure, a stream that is starting, is not)
+                if channel is not None and (
+                    channel.is_closed or isinstance(exc, asyncio.TimeoutError)
+                ):
+                    link.drop_publisher(channel)
                 await asyncio.sleep(delay)
-            except amqp_errors.AMQPChannelError as exc:
-                raise PublishError(f"publish refused by RabbitMQ: {exc}") from exc
         finals = [f.run_id for f in frames if f.final]
         if finals and conn is not None:
             self._registry.note(conn, "end", finals)
