@@ -18,7 +18,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from . import _codec, _registry
+from . import _builtin_types, _registry
+from ._values import Unrepresentable
 
 __all__ = [
     "EventFilter",
@@ -162,17 +163,17 @@ def _function_ref(fn: Any, default: Any) -> Any:
         return ["exception", fn.__name__]
     if isinstance(fn, (tuple, list)):
         return [_function_ref(f, default) for f in fn]
-    return _codec.placeholder(fn)
+    return _builtin_types.placeholder(fn)
 
 
 def _function_of(ref: Any, default: Any) -> Any:
     if ref == "default":
         return default
     if type(ref) is list and len(ref) == 2 and ref[0] == "exception":
-        return _codec.builtin_exception(ref[1])
+        return _builtin_types.builtin_exception(ref[1])
     if type(ref) is list:
         return tuple(_function_of(r, default) for r in ref)
-    if type(ref) is _codec.Unrepresentable:
+    if type(ref) is Unrepresentable:
         return ref
     raise ValueError(f"not a function reference: {ref!r}")
 

@@ -1,7 +1,8 @@
-"""Repairing a value tree that the MessagePack or JSON encoder refused (rare, and slow on
-purpose): strings with lone surrogates become exact ``str`` nodes, anything else still
-refused becomes an ``unrepresentable`` node, value by value (``eventbus._codec`` tries
-the plain encoding first)."""
+"""The codec's slow paths, for the rare value the fast walk or the encoder refused: a tree
+the MessagePack or JSON encoder refused is repaired (strings with lone surrogates become
+exact ``str`` nodes, anything else still refused an ``unrepresentable`` node, value by
+value; ``eventbus._codec`` tries the plain encoding first), and a value that cycles or
+nests too deep is cut (:func:`cut_cycles`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ._registry import qualname
-from ._values import _safe_str
+from ._values import Unrepresentable, _safe_str
 
-__all__ = ["repair_tree"]
+__all__ = ["cut_cycles", "repair_tree"]
 
 Node = Callable[[str, Any, Any, Any], Any]
 
@@ -78,3 +79,24 @@ def repair_tree(tree: Any, node: Node, encode: Callable[[Any], bytes]) -> Any:
         return fixed
     except Exception:
         return _salvage(fixed, node, encode)
+
+
+_MAX_DEPTH = 200  # containers kept when a value had to be cut
+
+
+def cut_cycles(value: Any, active: set[int]) -> Any:
+    """A copy of the containers of ``value`` with cycles and absurd depth replaced by
+    placeholders (only for values that made the fast walk recurse too deep)."""
+    t = type(value)
+    if t not in (dict, list, tuple, set, frozenset):
+        return value
+    key = id(value)
+    if key in active or len(active) >= _MAX_DEPTH:
+        return Unrepresentable(qualname(t), "<cycle or nesting too deep>")
+    active.add(key)
+    try:
+        if t is dict:
+            return {k: cut_cycles(v, active) for k, v in value.items()}
+        return t(cut_cycles(v, active) for v in value)
+    finally:
+        active.discard(key)
