@@ -19,7 +19,7 @@ from .._exceptions import ConnectError, TransportError
 from . import check_name
 from ._base import DeadLetter, GroupOptions
 from ._kit import Retry, describe
-from ._redis_retry import is_nogroup, reconnect_pause, reconnecting
+from ._redis_retry import is_nogroup, reconnect_pause, reconnecting, retrying
 
 if TYPE_CHECKING:
     from .redis import RedisTransport
@@ -165,6 +165,9 @@ class _ConsumerLoop:
         self.cursor = "0-0"  # XAUTOCLAIM scan position
         self.next_reclaim = 0.0
         self.recreating = False  # True once the group was created (or found) by this loop
+        # the loop settles its deliveries itself (the kit's retry policy, bounded by
+        # publish_timeout), on the transport's connection
+        self.client = transport._live_client
 
     def lost_group(self) -> None:
         self.need_group = True
@@ -198,7 +201,14 @@ class _ConsumerLoop:
 
         what = "ack" if reason is None else "reject"
         try:
-            await t._retrying(attempt, what=f"{what} {delivery.position}", error=ConnectError)
+            await retrying(
+                attempt,
+                client=self.client,
+                timeout=t.options.publish_timeout,
+                safe_url=t.safe_url,
+                what=f"{what} {delivery.position}",
+                error=ConnectError,
+            )
         except TransportError:
             if t.is_closed():  # closed while retrying: dropped, as above
                 return

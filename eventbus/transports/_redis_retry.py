@@ -1,12 +1,18 @@
-"""How the Redis transport tells passing trouble from refusals, and the retry policy of its
-long-running loops (``follow``, ``consume``)."""
+"""How the Redis transport tells passing trouble from refusals, and how it applies the kit's
+one retry policy: to one operation bounded by ``publish_timeout`` (:func:`retrying`: a
+publish, a settle, an administrative command) and to its long-running loops (``follow``,
+``consume``: :func:`reconnecting`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Literal
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Literal, TypeVar
 
+import anyio
+import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
 from .._exceptions import AuthenticationError, ConnectError, TransportError
@@ -15,7 +21,16 @@ from ._kit import Retry, describe, ensure_open
 if TYPE_CHECKING:
     from .redis import RedisTransport
 
-__all__ = ["classify", "is_nogroup", "raise_unless_transient", "reconnect_pause", "reconnecting"]
+__all__ = [
+    "classify",
+    "is_nogroup",
+    "raise_unless_transient",
+    "reconnect_pause",
+    "reconnecting",
+    "retrying",
+]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("eventbus.transports.redis")
 
@@ -98,3 +113,46 @@ async def reconnect_pause(transport: RedisTransport, retry: Retry, exc: Exceptio
             f"{describe(exc)}"
         ) from exc
     await asyncio.sleep(delay)
+
+
+async def retrying(
+    op: Callable[[aioredis.Redis], Awaitable[_T]],
+    *,
+    client: Callable[[], aioredis.Redis],
+    timeout: float,
+    safe_url: str,
+    what: str,
+    error: type[TransportError],
+) -> _T:
+    """Run ``op`` on ``client()`` until it succeeds, retrying passing trouble for
+    ``timeout`` seconds (the kit's :class:`Retry`: backoff with jitter, one deadline).
+
+    Raises:
+        AuthenticationError: credentials refused (never retried).
+        TransportClosedError: the transport is closed (``client()`` raises it).
+        error: retries exhausted, or a final refusal.
+    """
+    retry = Retry(deadline=time.monotonic() + timeout, what=f"Redis {safe_url}: {what}", log=log)
+    first: Exception | None = None  # what went wrong, when the deadline cuts the last try
+    while True:
+        live = client()
+        try:
+            remaining = max(0.001, retry.deadline() - time.monotonic())
+            # not asyncio.wait_for: before 3.12 it can swallow a cancellation
+            with anyio.fail_after(remaining):
+                result = await op(live)
+        except Exception as exc:
+            raise_unless_transient(exc, f"cannot {what}", safe_url, error)
+            first = first or exc
+            delay = retry.next_delay(exc)
+            if delay is None:
+                why = describe(exc)
+                if first is not exc:
+                    why += f" (first: {describe(first)})"
+                raise error(
+                    f"cannot {what}: Redis at {safe_url} kept failing for {timeout:g}s: {why}"
+                ) from exc
+            await asyncio.sleep(delay)
+            continue
+        retry.ok()
+        return result

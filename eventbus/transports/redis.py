@@ -25,7 +25,6 @@ See ``docs/redis.md`` for the retry policy and the consumer-group mechanics.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
@@ -52,9 +51,7 @@ from .._exceptions import (
 from . import _redis_ops, check_name, redact_url
 from ._base import DeadLetter, Entry, GroupInfo, GroupOptions, OutFrame
 from ._kit import (
-    Retry,
     check_consumer,
-    describe,
     ensure_open,
     parse_options,
 )
@@ -74,7 +71,13 @@ from ._redis_group import (
 )
 from ._redis_layout import Layout, check_partitions, recorded_partitions
 from ._redis_options import REDIS_OPTIONS, Options
-from ._redis_retry import classify, raise_unless_transient, reconnect_pause, reconnecting
+from ._redis_retry import (
+    classify,
+    raise_unless_transient,
+    reconnect_pause,
+    reconnecting,
+    retrying,
+)
 
 __all__ = ["RedisTransport"]
 
@@ -318,42 +321,22 @@ class RedisTransport:
         what: str,
         error: type[TransportError],
     ) -> _T:
-        """Run ``op`` until it succeeds, retrying passing trouble until ``publish_timeout``.
+        """Run ``op`` until it succeeds, retrying passing trouble until ``publish_timeout``
+        (see :func:`retrying`).
 
         Raises:
             AuthenticationError: credentials refused (never retried).
             TransportClosedError: the transport is closed.
             error: retries exhausted, or a final refusal.
         """
-        retry = Retry(
-            deadline=time.monotonic() + self.options.publish_timeout,
-            what=f"Redis {self.safe_url}: {what}",
-            log=log,
+        return await retrying(
+            op,
+            client=self._live_client,
+            timeout=self.options.publish_timeout,
+            safe_url=self.safe_url,
+            what=what,
+            error=error,
         )
-        first: Exception | None = None  # what went wrong, when the deadline cuts the last try
-        while True:
-            client = self._live_client()
-            try:
-                remaining = max(0.001, retry.deadline() - time.monotonic())
-                # not asyncio.wait_for: before 3.12 it can swallow a cancellation
-                with anyio.fail_after(remaining):
-                    result = await op(client)
-            except Exception as exc:
-                raise_unless_transient(exc, f"cannot {what}", self.safe_url, error)
-                first = first or exc
-                delay = retry.next_delay(exc)
-                if delay is None:
-                    why = describe(exc)
-                    if first is not exc:
-                        why += f" (first: {describe(first)})"
-                    raise error(
-                        f"cannot {what}: Redis at {self.safe_url} kept failing for "
-                        f"{self.options.publish_timeout:g}s: {why}"
-                    ) from exc
-                await asyncio.sleep(delay)
-                continue
-            retry.ok()
-            return result
 
     # -- publishing --------------------------------------------------------------------
 
