@@ -25,6 +25,7 @@ __all__ = [
     "Positive",
     "PositiveInt",
     "Retry",
+    "RetryOptions",
     "check_consumer",
     "describe",
     "doc",
@@ -74,6 +75,31 @@ def _bare(tp: Any) -> Any:
     while get_origin(tp) is Annotated:
         tp = get_args(tp)[0]
     return tp
+
+
+#: the option of how long one call to the broker keeps retrying (an absolute Retry deadline)
+PublishTimeout = Annotated[
+    Positive,
+    doc(
+        "seconds `publish()` keeps reconnecting and re-publishing before `PublishError`; "
+        "`ack()`, `reject()` and the operations (`dead_letters()`, `groups()`...) retry as "
+        "long before `ConnectError`"
+    ),
+]
+#: the option of how long a long-running loop keeps reconnecting (a Retry limit)
+ReconnectTimeout = Annotated[
+    Positive, doc("seconds `follow()`/`consume()` keep reconnecting before raising `ConnectError`")
+]
+
+
+class RetryOptions(msgspec.Struct, forbid_unknown_fields=True):
+    """The retry options every broker transport shares, first in its option spec (and its
+    option table): the deadlines its :class:`Retry` policies are built with. A transport
+    keeps the declaration and changes a default by redeclaring the field with the same
+    type alias."""
+
+    publish_timeout: PublishTimeout = 30.0
+    reconnect_timeout: ReconnectTimeout = 120.0
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -35,7 +35,7 @@ from .._exceptions import (
     TransportError,
 )
 from . import check_name, redact_url
-from ._kit import Positive, PositiveInt, Retry, doc, ensure_open, parse_options
+from ._kit import Positive, PositiveInt, Retry, RetryOptions, doc, ensure_open, parse_options
 from ._rabbit_cluster import (
     dead_letter_arguments,
     quorum_arguments,
@@ -64,14 +64,11 @@ PASSTHROUGH = frozenset(
 )
 
 
-class Options(msgspec.Struct, forbid_unknown_fields=True):
+class Options(RetryOptions, forbid_unknown_fields=True):
     """The RabbitMQ transport's own options: the one spec they are parsed with and the
-    option table of ``docs/rabbitmq.md`` is generated from (``make docs``)."""
+    option table of ``docs/rabbitmq.md`` is generated from (``make docs``); the retry
+    options first (:class:`RetryOptions`)."""
 
-    publish_timeout: Annotated[
-        Positive,
-        doc("seconds `publish()` keeps reconnecting and re-publishing before `PublishError`"),
-    ] = 30.0
     persistent: Annotated[
         bool,
         doc(
@@ -90,9 +87,6 @@ class Options(msgspec.Struct, forbid_unknown_fields=True):
         Positive,
         doc("seconds between two clean-ups of expired run streams (run by publishers)"),
     ] = 300.0
-    reconnect_timeout: Annotated[
-        Positive, doc("seconds `follow()`/`consume()` keep reconnecting before `ConnectError`")
-    ] = 120.0
     follow_prefetch: Annotated[
         PositiveInt, doc("stream credit of a follower (frames in flight to it)")
     ] = 1000

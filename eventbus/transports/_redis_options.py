@@ -8,15 +8,19 @@ from typing import Annotated
 
 import msgspec
 
-from ._kit import Positive, PositiveInt, doc
+from ._kit import Positive, PositiveInt, ReconnectTimeout, RetryOptions, doc
 from ._redis_layout import MAX_PARTITIONS
 
 __all__ = ["REDIS_OPTIONS", "Options"]
 
 
-class Options(msgspec.Struct, forbid_unknown_fields=True):
+class Options(RetryOptions, forbid_unknown_fields=True):
     """The Redis transport's own options: the one spec they are parsed with and the option
-    table of ``docs/redis.md`` is generated from (``make docs``)."""
+    table of ``docs/redis.md`` is generated from (``make docs``); the retry options first
+    (:class:`RetryOptions`)."""
+
+    # a Redis follower or consumer waits for its server for ever unless told otherwise
+    reconnect_timeout: ReconnectTimeout = math.inf
 
     retention: Annotated[
         Positive, doc("seconds a run stays readable after its `final` frame (default: one hour)")
@@ -31,19 +35,11 @@ class Options(msgspec.Struct, forbid_unknown_fields=True):
     dead_maxlen: Annotated[
         PositiveInt, doc("dead letters kept (approximately) per consumer group")
     ] = 10_000
-    publish_timeout: Annotated[
-        Positive,
-        doc("seconds `publish()` (and `ack()`, `reject()`, `dead_letters()`) retry before failing"),
-    ] = 30.0
     block: Annotated[
         float,
         msgspec.Meta(ge=0.01),
         doc("seconds one blocking XREAD/XREADGROUP waits before its loop comes round"),
     ] = 2.0
-    reconnect_timeout: Annotated[
-        Positive,
-        doc("seconds `follow()`/`consume()` keep reconnecting before raising `ConnectError`"),
-    ] = math.inf
     command_timeout: Annotated[
         Positive,
         doc(
