@@ -69,20 +69,36 @@ def _common() -> argparse.ArgumentParser:
     return parent
 
 
-def _follow_options(parser: argparse.ArgumentParser, wait: float) -> None:
+def _number(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    default: float,
+    help: str,
+    *,
+    metavar: str | None = None,
+    also: str = "",
+) -> None:
+    """An option whose value is a number of ``default``'s type (a float: ``SECONDS``), its
+    default said at the end of its help (``also``: a note after it, such as what 0 means)."""
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
     parser.add_argument(
-        "--wait",
-        type=float,
-        default=wait,
-        metavar="SECONDS",
-        help=f"how long to wait for a run that has not started (default {wait:g}; 0: forever)",
+        flag,
+        type=type(default),
+        default=default,
+        metavar=metavar or ("SECONDS" if isinstance(default, float) else None),
+        help=f"{help} (default {shown}{'; ' + also if also else ''})",
     )
-    parser.add_argument(
+
+
+def _follow_options(parser: argparse.ArgumentParser, wait: float) -> None:
+    _number(
+        parser, "--wait", wait, "how long to wait for a run that has not started", also="0: forever"
+    )
+    _number(
+        parser,
         "--idle",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="a run silent this long (no event, no heartbeat) has lost its worker (default 30)",
+        30.0,
+        "a run silent this long (no event, no heartbeat) has lost its worker",
     )
 
 
@@ -166,35 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  eventbus runs\n  eventbus runs --namespace myapp --json\n",
     )
     runs.add_argument("--json", action="store_true", help="one JSON object per run")
-    runs.add_argument("--limit", type=int, default=20, help="show this many runs (default 20)")
-    runs.add_argument(
-        "--wait",
-        type=float,
-        default=3.0,
-        metavar="SECONDS",
-        help="wait this long for the first record (default 3)",
-    )
-    runs.add_argument(
-        "--settle",
-        type=float,
-        default=1.0,
-        metavar="SECONDS",
-        help="stop reading after this long without a record (default 1)",
-    )
-    runs.add_argument(
-        "--max-records",
-        type=int,
-        default=100_000,
-        metavar="N",
-        help="stop reading after N records (default 100000)",
-    )
-    runs.add_argument(
-        "--idle",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="an unfinished run silent this long is lost (default 30)",
-    )
+    _number(runs, "--limit", 20, "show this many runs")
+    _number(runs, "--wait", 3.0, "wait this long for the first record")
+    _number(runs, "--settle", 1.0, "stop reading after this long without a record")
+    _number(runs, "--max-records", 100_000, "stop reading after N records", metavar="N")
+    _number(runs, "--idle", 30.0, "an unfinished run silent this long is lost")
     runs.set_defaults(handler="_cli_ops:runs")
 
     replay = sub.add_parser(
@@ -246,17 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  curl -N localhost:8000/runs/0192f0c6-8f0e-7a51-b1b2-000000000001/events\n",
     )
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any)")
+    _number(serve, "--port", 8000, "port", also="0: any")
     serve.add_argument(
         "--cors", action="append", metavar="ORIGIN", help="allow this browser origin ('*': any)"
     )
-    serve.add_argument(
-        "--wait",
-        type=float,
-        default=5.0,
-        metavar="SECONDS",
-        help="an unknown run is 404 after this long (default 5)",
-    )
+    _number(serve, "--wait", 5.0, "an unknown run is 404 after this long")
     serve.add_argument(
         "--traceback", action="store_true", help="send the worker's traceback in error events"
     )
@@ -395,7 +381,7 @@ def _operations(
         epilog="examples:\n  eventbus dead-letters audit\n  eventbus dead-letters audit --json\n",
     )
     dead.add_argument("group", metavar="GROUP")
-    dead.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    _number(dead, "--limit", 100, "at most this many")
     dead.add_argument("--json", action="store_true", help="one JSON object per dead letter")
     dead.set_defaults(handler="_cli_ops:list_dead_letters")
 
