@@ -15,12 +15,15 @@ import os
 import socket
 import uuid
 import warnings
-from collections.abc import Iterator
-from typing import NoReturn
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import settings
+
+if TYPE_CHECKING:
+    from eventbus.transports import Transport
 
 # Property tests: in CI (``CI`` set, as CI services and .ci/run do) the examples are
 # derived from each test's name, so a run says the same thing every time; anywhere, a
@@ -226,6 +229,19 @@ async def _delete_rabbit_namespace(url: str, name: str) -> None:
 def url(request: pytest.FixtureRequest) -> str:
     """The URL of each transport in turn (a fresh memory broker per test)."""
     return broker_url(request.param)
+
+
+@pytest.fixture
+async def transport(url: str, namespace: str) -> AsyncIterator[Transport]:
+    """A connected transport of each kind in turn, on the test's namespace."""
+    from eventbus.transports import open_transport
+
+    t = open_transport(url, namespace)
+    await t.connect()
+    try:
+        yield t
+    finally:
+        await t.aclose()
 
 
 def pytest_configure(config: pytest.Config) -> None:

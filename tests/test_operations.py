@@ -11,21 +11,11 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from eventbus.transports import Entry, GroupOptions, OutFrame, Transport, open_transport
+from eventbus.transports import Entry, GroupOptions, OutFrame, Transport
 
 pytestmark = pytest.mark.anyio
 
 WAIT = 15
-
-
-@pytest.fixture
-async def transport(url: str, namespace: str) -> AsyncIterator[Transport]:
-    t = open_transport(url, namespace)
-    await t.connect()
-    try:
-        yield t
-    finally:
-        await t.aclose()
 
 
 async def take(entries: AsyncIterator[Entry], n: int) -> list[bytes]:

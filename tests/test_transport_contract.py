@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -22,16 +22,6 @@ from eventbus.transports import (
 pytestmark = pytest.mark.anyio
 
 WAIT = 15  # seconds any single wait in these tests may take before the test fails
-
-
-@pytest.fixture
-async def transport(url: str, namespace: str) -> AsyncIterator[Transport]:
-    t = open_transport(url, namespace)
-    await t.connect()
-    try:
-        yield t
-    finally:
-        await t.aclose()
 
 
 def rid() -> str:
