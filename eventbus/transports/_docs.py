@@ -23,7 +23,7 @@ __all__ = ["SPECS", "render"]
 SPECS = {
     "memory": ("eventbus.transports.memory", "Options"),
     "redis": ("eventbus.transports.redis", "Options"),
-    "rabbitmq": ("eventbus.transports._rabbit_link", "Options"),
+    "rabbitmq": ("eventbus.transports._rabbit_options", "Options"),
 }
 FILES = ("docs/memory.md", "docs/redis.md", "docs/rabbitmq.md")
 

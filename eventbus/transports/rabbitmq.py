@@ -2,7 +2,7 @@
 
 URL: ``amqp://user:password@host:port/vhost?option=value&...``. Options come from the query
 string or from keyword arguments (keyword arguments win): the fields of
-:class:`~eventbus.transports._rabbit_link.Options` (their table is in ``docs/rabbitmq.md``).
+:class:`~eventbus.transports._rabbit_options.Options` (their table is in ``docs/rabbitmq.md``).
 A cluster's URL lists its nodes, ``amqp://user:password@host1:5672,host2:5672/vhost``:
 they are tried in turn (see :mod:`._rabbit_cluster`).
 
@@ -107,7 +107,7 @@ class RabbitMQTransport:
         self._link = link = Link(url, namespace, options)
         self.namespace = link.namespace
         self._safe_url = link.safe_url
-        #: the parsed options (see :class:`~eventbus.transports._rabbit_link.Options`)
+        #: the parsed options (see :class:`~eventbus.transports._rabbit_options.Options`)
         self.options = link.options
         #: the largest frame the broker takes (known at connect; None before)
         self.max_message_bytes: int | None = None
