@@ -77,7 +77,7 @@ def _workload(name: str, tokens: int) -> tuple[Any, Any, dict[str, Any]]:
 
 async def _child(workload: str, tokens: int, modes: list[str], shim: str) -> None:
     from eventbus import Publisher, _publisher
-    from eventbus._langchain import ForwardingHandler
+    from eventbus._lc_handler import ForwardingHandler
     from eventbus._wire import RecordEncoder
 
     from ._common import URLS, cleanup, fresh
@@ -115,10 +115,20 @@ async def _child(workload: str, tokens: int, modes: list[str], shim: str) -> Non
             if mode == "nohop":  # astream driven with LangChain's v2 handler, no queue hop
                 got = [0]
 
-                def sink(kind: str, root: str, payload: Any) -> None:
-                    got[0] += kind == "event"
+                class Sink:
+                    def start(self, root: str) -> None:
+                        pass
 
-                handler = ForwardingHandler(sink)
+                    def event(self, root: str, event: Any) -> None:
+                        got[0] += 1
+
+                    def end(self, root: str) -> None:
+                        pass
+
+                    def error(self, root: str, error: BaseException) -> None:
+                        pass
+
+                handler = ForwardingHandler(Sink())
                 rid = uuid.uuid4()
                 config = {"callbacks": [handler], "run_id": rid}
                 async for _ in handler.tap_output_aiter(

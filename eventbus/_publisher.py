@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -30,6 +31,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
 from . import _langchain
 from ._control import CancelListener, CancelState
+from ._direct import DirectHandler, add_handler, direct_target
 from ._exceptions import (
     ConfigurationError,
     EventbusError,
@@ -271,11 +273,84 @@ class Publisher:
                 its followers get the same error, with the same reason.
             PublishError: the events could not be published.
         """
+        self._check_open()
+        kwargs.pop("version", None)
+        config = ensure_config(config)
+        run_id = _run_id_of(config)
+        target = direct_target(runnable, config, kwargs)
+        if target is not None:
+            return await self._run_direct(run_id, input, *target)
         output = None
         async with contextlib.aclosing(self._events(runnable, input, config, kwargs)) as events:
             async for _event, run in events:
                 output = run.output
         return output
+
+    async def _run_direct(
+        self,
+        run_id: str,
+        value: Any,
+        runnable: Runnable[Any, Any],
+        config: RunnableConfig,
+        kwargs: dict[str, Any],
+        filters: dict[str, Any],
+    ) -> Any:
+        """``run`` without LangChain's event queue (see ``eventbus._direct``)."""
+        assert self._loop is not None
+        run = self._open_run(run_id)
+        task = run.task = asyncio.current_task()
+        handler = DirectHandler(
+            value,
+            self._loop,
+            functools.partial(self._emit_direct, run),
+            self._snapshot,
+            functools.partial(self._emit_direct, run),
+            **filters,
+        )
+        handler.task = task
+        config = ensure_config(config)  # (as v2 does, after a binding merged its own)
+        add_handler(config, handler)
+        root = cast(uuid.UUID, config["run_id"])
+        try:
+            try:
+                stream = runnable.astream(value, config, **kwargs)
+                async with contextlib.aclosing(cast(AsyncGenerator[Any, None], stream)):
+                    async for _ in handler.tap_output_aiter(root, stream):
+                        if self._buffered > self._max_buffer_bytes:
+                            await self._backpressure()
+                        self._raise_run_failure(run)
+                        if handler.error is not None:
+                            raise handler.error
+            except asyncio.CancelledError:
+                if task is None or task.cancelling():
+                    raise
+                # the runnable raised it itself: v2's iterator then just ends
+            await handler.drain()
+            handler.closed = True
+            if handler.error is not None:
+                raise handler.error
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                await handler.drain()  # (v2 yields what was sent before it raises)
+            handler.closed = True
+            cancelled = run.cancel_error(exc)
+            await self._finish(run, cancelled or exc)
+            if cancelled is not None:
+                raise cancelled from None
+            raise
+        await self._finish(run, None)
+        return run.output
+
+    def _snapshot(self, event: StreamEvent) -> Any:
+        return self._encoder.snapshot(self._tree(event))
+
+    def _emit_direct(self, run: _Run, event: StreamEvent, snapshot: Any = None) -> None:
+        if snapshot is None:
+            self._emit_event(run, event)
+        else:
+            self._emit_tree(run, snapshot, event)
+        if event["run_id"] == run.run_id and event["event"].endswith("_end"):
+            run.output = event["data"].get("output")
 
     async def astream_events(
         self,
