@@ -76,7 +76,7 @@ def _workload(name: str, tokens: int) -> tuple[Any, Any, dict[str, Any]]:
 
 
 async def _child(workload: str, tokens: int, modes: list[str], shim: str) -> None:
-    from eventbus import Publisher, _publisher
+    from eventbus import Publisher, _writer
     from eventbus._lc_handler import ForwardingHandler
     from eventbus._wire import RecordEncoder
 
@@ -86,8 +86,8 @@ async def _child(workload: str, tokens: int, modes: list[str], shim: str) -> Non
     # (it lingers while events arrive faster than _BUSY_RATE a second) is scaled alike, so
     # that batches hold about as many events as in real time (events per batch is
     # reported: compare it with the interleaved run's)
-    _publisher._BUSY_RATE /= SLOWDOWN
-    _publisher._RATE_WINDOW *= SLOWDOWN
+    _writer._BUSY_RATE /= SLOWDOWN
+    _writer._RATE_WINDOW *= SLOWDOWN
     cg = ctypes.CDLL(shim)
     runnable, inp, kwargs = _workload(workload, tokens)
     encoder = RecordEncoder()
