@@ -134,6 +134,8 @@ class DirectHandler(_AstreamEventsCallbackHandler):
         self._lock = threading.Lock()
         #: the driving task (events sent once it is being cancelled are not v2's)
         self.task: asyncio.Task[Any] | None = None
+        #: its cancel requests when the run started (a task may carry one it swallowed)
+        self.cancelling = 0
         #: what v2's generator would have raised patching an event (the run then fails)
         self.error: BaseException | None = None
         self.closed = False
@@ -143,7 +145,7 @@ class DirectHandler(_AstreamEventsCallbackHandler):
             return
         on_loop = _running_loop() is self._loop
         task = self.task
-        if on_loop and task is not None and task.cancelling():
+        if on_loop and task is not None and task.cancelling() > self.cancelling:
             return  # v2's consumer is gone from here on: it never sees these
         try:
             # v2's generator does this to each event it yields

@@ -255,6 +255,7 @@ class Publisher(Batcher):
             **filters,
         )
         handler.task = task
+        handler.cancelling = task.cancelling() if task is not None else 0
         config = ensure_config(config)  # (as v2 does, after a binding merged its own)
         add_handler(config, handler)
         root = cast(uuid.UUID, config["run_id"])
@@ -269,7 +270,7 @@ class Publisher(Batcher):
                         if handler.error is not None:
                             raise handler.error
             except asyncio.CancelledError:
-                if task is None or task.cancelling():
+                if task is None or task.cancelling() > handler.cancelling:
                     raise
                 # the runnable raised it itself: v2's iterator then just ends
             await handler.drain()

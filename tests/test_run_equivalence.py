@@ -171,3 +171,24 @@ async def test_run_of_a_runnable_without_v2_events_raises_as_langchain_does(
     each = RunnableLambda(lambda x: x + 1).map()  # RunnableEach: no astream_events
     with pytest.raises(NotImplementedError, match="RunnableEach"):
         await _published(url, namespace, each, [1, 2], {})
+
+
+async def test_a_runnable_raising_cancelled_itself_ends_as_in_langchain(
+    url: str, namespace: str
+) -> None:
+    import asyncio
+
+    from langchain_core.runnables import RunnableLambda
+
+    async def gives_up(x: str) -> str:
+        raise asyncio.CancelledError  # not a cancel of the run's task
+
+    def make() -> Any:
+        return RunnableLambda(gives_up, name="gives-up")
+
+    # v2 runs the runnable in a task of its own, whose CancelledError it swallows: the
+    # iterator just ends
+    expected = await _local(make(), "x", {})
+    output, remote = await _published(url, namespace, make(), "x", {})
+    assert output is None
+    assert _stable(remote) == _stable(expected)
