@@ -108,9 +108,10 @@ class DirectHandler(_AstreamEventsCallbackHandler):
     passes the filters, patched as v2 patches it, to ``emit`` on the publisher's loop.
 
     ``emit(event)`` is called at the callback when LangChain calls the handler on
-    ``loop``; an event sent from another thread is first turned into ``snapshot(event)``
-    there (what is published is the event as it was when it was sent) and
-    ``emit_snapshot(event, snapshot)`` is called on the loop, in order with the rest.
+    ``loop``; an event sent from another thread (a sync step run in an executor) is
+    emitted on the loop, in order with the rest, as v2 hands it to its consumer: what
+    is published is the event as v2's consumer would see it, and the encoding stays on
+    the loop's thread.
     """
 
     def __init__(
@@ -118,16 +119,12 @@ class DirectHandler(_AstreamEventsCallbackHandler):
         value: Any,
         loop: asyncio.AbstractEventLoop,
         emit: Callable[[StreamEvent], None],
-        snapshot: Callable[[StreamEvent], Any],
-        emit_snapshot: Callable[[StreamEvent, Any], None],
         **filters: Any,
     ) -> None:
         super().__init__(**filters)
         self._value = value
         self._loop = loop
         self._emit = emit
-        self._snapshot = snapshot
-        self._emit_snapshot = emit_snapshot
         self._first_sent = False
         self._first_run_id: Any = None
         self._queued = 0  # events sent from other threads, not emitted on the loop yet
@@ -166,18 +163,18 @@ class DirectHandler(_AstreamEventsCallbackHandler):
         if on_loop and not self._queued:
             self._emit(event)
             return
-        snapshot = self._snapshot(event)
         with self._lock:
             self._queued += 1
         if on_loop:
-            self._loop.call_soon(self._emit_queued, event, snapshot)
+            self._loop.call_soon(self._emit_queued, event)
         else:
-            self._loop.call_soon_threadsafe(self._emit_queued, event, snapshot)
+            self._loop.call_soon_threadsafe(self._emit_queued, event)
 
-    def _emit_queued(self, event: StreamEvent, snapshot: Any) -> None:
+    def _emit_queued(self, event: StreamEvent) -> None:
         with self._lock:
             self._queued -= 1
-        self._emit_snapshot(event, snapshot)
+        if not self.closed:
+            self._emit(event)
 
     async def drain(self) -> None:
         """Wait until the events sent from other threads are emitted."""

@@ -247,12 +247,7 @@ class Publisher(Batcher):
         run = self._open_run(run_id)
         task = run.task = asyncio.current_task()
         handler = DirectHandler(
-            value,
-            self._loop,
-            functools.partial(self._emit_direct, run),
-            self._snapshot,
-            functools.partial(self._emit_direct, run),
-            **filters,
+            value, self._loop, functools.partial(self._emit_direct, run), **filters
         )
         handler.task = task
         handler.cancelling = task.cancelling() if task is not None else 0
@@ -289,14 +284,8 @@ class Publisher(Batcher):
         await self._finish(run, None)
         return run.output
 
-    def _snapshot(self, event: StreamEvent) -> Any:
-        return self._encoder.snapshot(self._tree(event))
-
-    def _emit_direct(self, run: Run, event: StreamEvent, snapshot: Any = None) -> None:
-        if snapshot is None:
-            self._emit_event(run, event)
-        else:
-            self._emit_tree(run, snapshot, event)
+    def _emit_direct(self, run: Run, event: StreamEvent) -> None:
+        self._emit_event(run, event)
         if event["run_id"] == run.run_id and event["event"].endswith("_end"):
             run.output = event["data"].get("output")
 
