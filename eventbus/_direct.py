@@ -140,7 +140,8 @@ class DirectHandler(_AstreamEventsCallbackHandler):
     def _send(self, event: Any, event_type: str) -> None:
         if self.closed or not self.root_event_filter.include_event(event, event_type):
             return
-        on_loop = _running_loop() is self._loop
+        # (asyncio's C helper: None off a loop, no exception raised and caught per event)
+        on_loop = asyncio._get_running_loop() is self._loop
         task = self.task
         if on_loop and task is not None and task.cancelling() > self.cancelling:
             return  # v2's consumer is gone from here on: it never sees these
@@ -183,10 +184,3 @@ class DirectHandler(_AstreamEventsCallbackHandler):
             # (the loop runs its callbacks in order: this one comes after theirs)
             self._loop.call_soon(done.set_result, None)
             await done
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
