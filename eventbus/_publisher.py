@@ -211,6 +211,13 @@ class Publisher(Batcher):
         and return the run's output (the ``output`` of the root run's end event, which is
         what ``ainvoke`` returns).
 
+        The events are those ``astream_events`` yields (``include_*``/``exclude_*`` in
+        ``kwargs`` filter what is published, as they filter what it yields), but the
+        runnable is driven as ``astream_events`` drives it, with LangChain's own v2 event
+        handler, and each event is encoded at its callback, without the queue and
+        generator ``astream_events`` hands it through (runnables that override
+        ``astream_events`` themselves go through it).
+
         The root run id is ``config["run_id"]`` if given (str or UUID), otherwise a new
         uuid7; it is also in :attr:`last_run_id` as soon as the run starts.
 
