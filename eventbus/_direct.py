@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langchain_core.callbacks.base import BaseCallbackManager
@@ -80,6 +80,10 @@ def _is_pregels(method: Any) -> bool:
     )
 
 
+def _never() -> bool:
+    return False
+
+
 def add_handler(config: RunnableConfig, handler: DirectHandler) -> None:
     """Add ``handler`` to ``config``'s callbacks, as v2 adds its event streamer.
 
@@ -136,6 +140,26 @@ class DirectHandler(_AstreamEventsCallbackHandler):
         #: what v2's generator would have raised patching an event (the run then fails)
         self.error: BaseException | None = None
         self.closed = False
+        #: (the publisher's) whether its unpublished bytes are over budget, and the wait
+        #: for the writer to catch up: a run is paused at the callback, in the task that
+        #: produces the events (a LangGraph node streaming tokens yields no root chunk
+        #: until it returns)
+        self.over_budget: Callable[[], bool] = _never
+        self.wait_budget: Callable[[], Awaitable[None]] | None = None
+
+    async def _pause(self) -> None:
+        if self.wait_budget is not None and asyncio._get_running_loop() is self._loop:
+            await self.wait_budget()
+
+    async def on_llm_new_token(self, *args: Any, **kwargs: Any) -> None:
+        await super().on_llm_new_token(*args, **kwargs)
+        if self.over_budget():
+            await self._pause()
+
+    async def on_custom_event(self, *args: Any, **kwargs: Any) -> None:
+        await super().on_custom_event(*args, **kwargs)
+        if self.over_budget():
+            await self._pause()
 
     def _send(self, event: Any, event_type: str) -> None:
         if self.closed or not self.root_event_filter.include_event(event, event_type):

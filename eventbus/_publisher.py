@@ -257,6 +257,8 @@ class Publisher(Batcher):
             value, self._loop, functools.partial(self._emit_direct, run), **filters
         )
         handler.task = task
+        handler.over_budget = lambda: self._buffered > self._max_buffer_bytes
+        handler.wait_budget = self._backpressure
         handler.cancelling = task.cancelling() if task is not None else 0
         config = ensure_config(config)  # (as v2 does, after a binding merged its own)
         add_handler(config, handler)

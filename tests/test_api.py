@@ -425,6 +425,70 @@ async def test_backpressure_bounds_the_buffer(url: str, namespace: str) -> None:
     assert_same(remote, local)
 
 
+async def test_backpressure_pauses_a_node_that_streams_without_root_chunks(
+    namespace: str,
+) -> None:
+    """A LangGraph node dispatching events in a loop gives the graph's root stream no
+    chunk until it returns: the run must be paused where the events are made, not let
+    them pile up unpublished while the writer cannot keep up."""
+    from langchain_core.callbacks.manager import adispatch_custom_event
+    from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
+
+    class State(TypedDict):
+        n: int
+
+    total = 2_000
+    made = 0
+
+    async def node(state: State) -> State:
+        nonlocal made
+        for i in range(total):
+            made = i + 1
+            await adispatch_custom_event("tick", {"i": i, "pad": "x" * 100})
+        return {"n": total}
+
+    builder = StateGraph(State)
+    builder.add_node("loop", node)
+    builder.add_edge(START, "loop")
+    builder.add_edge("loop", END)
+    graph = builder.compile()
+    run_id = str(uuid.uuid4())
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+    budget = 4_000
+    async with (
+        eventbus.Publisher("memory://", namespace, max_buffer_bytes=budget) as pub,
+        eventbus.Subscriber("memory://", namespace) as sub,
+    ):
+        publish = pub._transport.publish
+
+        async def gated(frames: Any) -> None:
+            entered.set()
+            await gate.wait()
+            await publish(frames)
+
+        pub._transport.publish = gated  # type: ignore[method-assign]
+        task = asyncio.create_task(pub.run(graph, {"n": 0}, config={"run_id": run_id}))
+        try:
+            with anyio.fail_after(10):
+                await entered.wait()
+                for _ in range(200):  # (bounded: the node makes an event per turn at most)
+                    await asyncio.sleep(0)
+                    if pub.stats.backpressure_waits:
+                        break
+            assert pub.stats.backpressure_waits > 0
+            assert made < total  # paused inside the node
+            assert pub._buffered <= budget + 1_000  # (one event over the budget at most)
+        finally:
+            gate.set()
+        with anyio.fail_after(20):
+            await task
+            remote = await collect(sub.astream_events(run_id))
+    ticks = [e["data"]["i"] for e in remote if e["event"] == "on_custom_event"]
+    assert ticks == list(range(total))
+
+
 async def test_many_concurrent_runs_on_one_publisher(url: str, namespace: str) -> None:
     async with (
         eventbus.Publisher(url, namespace) as pub,
