@@ -487,6 +487,27 @@ class Subscriber:
         """
         return await _runs.dead_letters(self, group, count=count)
 
+    async def requeue_dead_letters(self, group: str, positions: Sequence[str] | None = None) -> int:
+        """Put the group's dead letters at ``positions`` (as :meth:`dead_letters` gives
+        them), or all of them (None), back into the group: each is delivered again to one
+        of its consumers, with its delivery count starting afresh. A dead letter is
+        removed only once its frame is back in the group, so a crash half-way leaves at
+        worst a duplicate (at-least-once), never a loss. Returns how many were requeued;
+        a position that is not a dead letter of the group (unknown, requeued already, or,
+        on Redis, a frame the group stream has trimmed) is skipped and not counted. A
+        write: the one operating call that changes the broker's state.
+
+        Raises:
+            ConfigurationError: a bad group name.
+            TransportError: the broker could not be used.
+        """
+        check_name("group", group)
+        if positions is not None:
+            positions = [str(p) for p in positions]
+            if not positions:
+                return 0
+        return await self._transport.requeue_dead_letters(group, positions)
+
     # -- operating (eventbus._runs, eventbus._control) ---------------------------------
 
     async def runs(

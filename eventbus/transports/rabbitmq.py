@@ -545,6 +545,17 @@ class RabbitMQTransport:
             return []
         return await self._groups.dead_letters(group, count)
 
+    async def requeue_dead_letters(self, group: str, positions: Sequence[str] | None = None) -> int:
+        """See :meth:`eventbus.transports.Transport.requeue_dead_letters` (published to
+        the group's queue, confirmed, then acked in the dead letters).
+
+        Raises:
+            AuthenticationError, ConnectError, TransportError.
+        """
+        check_name("group", group)
+        self._link.check_open()
+        return await self._ops.requeue_dead_letters(group, positions)
+
     # -- operating (see _rabbit_ops) ---------------------------------------------------
 
     async def tap(self, start: Literal["first", "new"] = "new") -> AsyncIterator[Entry]:

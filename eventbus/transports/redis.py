@@ -535,6 +535,17 @@ class RedisTransport:
         """
         return await read_dead_letters(self, group, count)
 
+    async def requeue_dead_letters(self, group: str, positions: Sequence[str] | None = None) -> int:
+        """Put dead letters (``positions``; None: all) back into the group (XCLAIM FORCE
+        with no delivery counted, then XDEL of the letter, atomically); return how many.
+
+        Raises:
+            ConfigurationError: a bad group name.
+            AuthenticationError: the credentials were refused.
+            ConnectError: Redis stayed unreachable for ``publish_timeout``.
+        """
+        return await _redis_ops.requeue_dead_letters(self, group, positions)
+
     # -- operating (eventbus.transports._redis_ops) ------------------------------------
 
     def tap(self, start: Literal["first", "new"] = "new") -> AsyncIterator[Entry]:
