@@ -479,6 +479,50 @@ def test_groups_and_dead_letters_commands(kind: str, namespace: str) -> None:
 
 
 @pytest.mark.parametrize("kind", BROKERS)
+def test_dead_letters_requeued_one_then_all_reach_the_group_again_once(
+    kind: str, namespace: str
+) -> None:
+    url = broker_url(kind)
+    run_id = _dead_letter_a_run(url, namespace)
+    common = ["--url", url, "--namespace", namespace]
+    letters = json_lines(cli("dead-letters", "audit", *common, "--json").stdout)
+    assert len(letters) >= 2
+    expected = sorted(r["seq"] for d in letters for r in d["records"])
+    first = letters[0]["position"]
+    # not a terminal: nothing is requeued without --yes
+    refused = cli("dead-letters", "audit", *common, "--requeue", first)
+    assert refused.returncode == 2 and "needs --yes" in refused.stderr
+    assert len(json_lines(cli("dead-letters", "audit", *common, "--json").stdout)) == len(letters)
+
+    one = cli("dead-letters", "audit", *common, "--requeue", first, "--yes", "--json")
+    assert one.returncode == 0, one.stderr
+    assert json_lines(one.stdout) == [{"group": "audit", "requeued": 1, "positions": [first]}]
+    again = cli("dead-letters", "audit", *common, "--requeue", first, "no-such", "--yes")
+    assert again.returncode == 2 and "2 of the 2 positions" in again.stderr
+    assert "requeued 0 dead letter(s)" in again.stdout
+    rest = cli("dead-letters", "audit", *common, "--requeue-all", "--yes")
+    assert rest.returncode == 0, rest.stderr
+    assert f"requeued {len(letters) - 1} dead letter(s) of group 'audit'" in rest.stdout
+    left = cli("dead-letters", "audit", *common, "--json")
+    assert left.returncode == 0 and json_lines(left.stdout) == []
+
+    async def consume() -> list[int]:
+        seen: list[int] = []
+        async with eventbus.Subscriber(url, namespace) as sub:
+            async for msg in sub.consume("audit", "a2", visibility_timeout=1.0):
+                assert msg.run_id == run_id
+                seen.append(msg.seq)
+                await msg.ack()
+                if len(seen) == len(expected):
+                    return seen
+        return seen
+
+    assert sorted(asyncio.run(asyncio.wait_for(consume(), WAIT))) == expected  # once each
+    groups = json_lines(cli("groups", *common, "--json").stdout)
+    assert [g["dead_letters"] for g in groups] == [0]
+
+
+@pytest.mark.parametrize("kind", BROKERS)
 def test_delete_namespace_asks_then_deletes_everything(kind: str, namespace: str) -> None:
     url = broker_url(kind)
     _dead_letter_a_run(url, namespace)
