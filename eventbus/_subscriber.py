@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -9,8 +10,6 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import anyio
 
 from . import _control, _langchain, _runs
 from ._control import CancelResult
@@ -298,7 +297,7 @@ class Subscriber:
             while True:
                 timeout = self.idle_timeout if started else self.start_timeout
                 try:
-                    with anyio.fail_after(timeout):
+                    async with asyncio.timeout(timeout):
                         entry = await entries.__anext__()
                 except TimeoutError:
                     if lost is not None:  # (the frame that did not decode held the end)

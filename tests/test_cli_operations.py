@@ -624,3 +624,21 @@ def test_import_eventbus_and_help_load_nothing_heavy() -> None:
     # and the names are there when asked for, reporting where they are public
     assert eventbus.Subscriber.__module__ == "eventbus"
     assert eventbus.RunInfo.__module__ == "eventbus"
+
+
+def test_a_reader_loads_neither_pydantic_nor_langchain() -> None:
+    # pydantic and LangChain come with the first model or LangChain value decoded, and
+    # anyio with a cancel request, not with the modules `eventbus tail` and `replay` load
+    # before their first event
+    code = (
+        "import sys\n"
+        "import eventbus._cli_follow, eventbus._subscriber, eventbus._cli_render\n"
+        "import eventbus.transports.redis, eventbus.transports.rabbitmq\n"
+        "heavy = ('pydantic', 'langchain_core', 'langsmith', 'anyio')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
-import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
@@ -132,12 +131,12 @@ async def signals(t: RedisTransport) -> AsyncIterator[bytes]:
     while True:
         pubsub = t._live_client().pubsub()
         try:
-            with anyio.fail_after(timeout):
+            async with asyncio.timeout(timeout):
                 await pubsub.subscribe(t._control_channel)
             reconnect.ok()
             yield b""  # listening
             while True:
-                with anyio.fail_after(block + timeout):
+                async with asyncio.timeout(block + timeout):
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=block
                     )
@@ -146,6 +145,8 @@ async def signals(t: RedisTransport) -> AsyncIterator[bytes]:
         except Exception as exc:
             await _reconnect_pause(t, reconnect, exc)
         finally:
+            import anyio  # (not at import time: `eventbus tail` starts without it)
+
             with anyio.CancelScope(shield=True):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
