@@ -642,3 +642,49 @@ def test_a_reader_loads_neither_pydantic_nor_langchain() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _answering(args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run the command with a terminal for stdin and stdout, typing ``answer``."""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "eventbus", *args],
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            env={**os.environ, "COLUMNS": "200", "TERM": "dumb"},
+        )
+        os.close(follower)
+        follower = -1
+        os.write(leader, answer)  # (kept by the terminal until the prompt reads it)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # (the child closed the terminal)
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return proc.wait(timeout=WAIT), b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+
+
+@pytest.mark.redis
+def test_requeue_on_a_terminal_asks_first(namespace: str) -> None:
+    url = broker_url("redis")
+    _dead_letter_a_run(url, namespace)
+    common = ["--url", url, "--namespace", namespace]
+    count = len(json_lines(cli("dead-letters", "audit", *common, "--json").stdout))
+    args = ["dead-letters", "audit", *common, "--requeue-all"]
+    code, out = _answering(args, b"n\n")
+    assert code == 2 and "Requeue every dead letter of group 'audit'" in out
+    assert "not requeued" in out
+    assert len(json_lines(cli("dead-letters", "audit", *common, "--json").stdout)) == count
+    code, out = _answering(args, b"y\n")
+    assert code == 0 and f"requeued {count} dead letter(s)" in out, out
+    assert json_lines(cli("dead-letters", "audit", *common, "--json").stdout) == []
