@@ -223,11 +223,14 @@ async def test_requeued_dead_letters_are_delivered_again_once(transport: Transpo
     """Dead letters requeued (one, then the rest) reach a consumer of the group again,
     each once, as a first delivery (they do not bounce back to the dead letters), and
     leave the dead letters; unknown positions are not counted."""
-    opts = GroupOptions(start="first", visibility_timeout=0.3, max_deliveries=1)
+    opts = GroupOptions(start="first", visibility_timeout=0.3, max_deliveries=2)
     run = rid()
     frames = [b"d0", b"d1", b"d2"]
     await transport.publish([OutFrame(run, f) for f in frames])
-    taken = await take_group(transport, "rq", "c1", 3, opts, ack=False)
+    await take_group(transport, "rq", "c1", 3, opts, ack=False)
+    # delivered twice (the count a requeued frame must not carry back), then rejected
+    taken = await take_group(transport, "rq", "c2", 3, opts, ack=False)
+    assert [d.deliveries for d in taken] == [2, 2, 2]
     for d in taken:
         await d.reject("poison: test")
     dead = await transport.dead_letters("rq")
