@@ -41,6 +41,7 @@ from ._rabbit_registry import Registry
 
 CONTROL_KEY = "c.-.control"
 _DEAD_HEADERS = frozenset((H_REASON, H_DELIVERIES, H_POSITION))
+_REQUEUE_SLACK = 100_000
 
 # a listener outlives a failed connect too: it connects one attempt at a time
 _RESUMABLE: tuple[type[BaseException], ...] = (*RESUMABLE, ConnectError)
@@ -129,7 +130,11 @@ class Operations:
                 except amqp_errors.ChannelNotFoundEntity:
                     return
                 pub, _ = await link.publisher(conn)
-                for _ in range(dead.declaration_result.message_count or 0):
+                # until the queue has nothing more to give: the count a declare tells
+                # may lag on a quorum queue (a cluster's dead letters); bounded by it
+                # plus what other consumers may dead-letter meanwhile
+                known = dead.declaration_result.message_count or 0
+                for _ in range(known + _REQUEUE_SLACK):
                     if wanted is not None and not wanted:
                         break
                     message = await dead.get(no_ack=False, fail=False)
