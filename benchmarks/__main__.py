@@ -24,7 +24,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import _readme, codec, consume, http_fanout, latency, overhead, publish, scale, signing
+from . import (
+    _readme,
+    codec,
+    consume,
+    http_fanout,
+    latency,
+    overhead,
+    publish,
+    scale,
+    signing,
+    startup,
+)
 from ._common import describe, machine_description
 
 SCENARIOS = {
@@ -36,6 +47,7 @@ SCENARIOS = {
     "scale": scale,
     "signing": signing,
     "http_fanout": http_fanout,
+    "startup": startup,
 }
 # EVENTBUS_BENCH_RESULTS: somewhere else than the committed results (the smoke test)
 RESULTS = Path(

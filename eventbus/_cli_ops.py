@@ -1,8 +1,9 @@
 """``eventbus runs``, ``groups``, ``dead-letters``, ``cancel``, ``delete-namespace``,
 ``serve``, ``forward`` and the demo's entry points: operating a namespace.
 
-Every inspection command only reads (nothing is created on the broker); the library
-does the aggregation (:mod:`eventbus._runs`), this module prints it.
+Every inspection command only reads (nothing is created on the broker); the writes
+(``cancel``, ``delete-namespace``, ``dead-letters --requeue``) say what they did. The
+library does the aggregation (:mod:`eventbus._runs`), this module prints it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ __all__ = [
     "demo",
     "forward",
     "groups",
+    "dead_letters",
     "list_dead_letters",
+    "requeue_dead_letters",
     "runs",
     "serve",
 ]
@@ -84,6 +87,44 @@ async def groups(args: argparse.Namespace) -> int:
         f"no consumer groups in {_where(args)}",
         lambda: render().groups_table(rows, f"consumer groups in {_where(args)}"),
     )
+
+
+def dead_letters(args: argparse.Namespace) -> int:
+    """``eventbus dead-letters``: list them, or requeue some or all (asking first)."""
+    if args.requeue is None and not args.requeue_all:
+        return run_async(list_dead_letters)(args)
+    check_url(args.url)
+    what = "every dead letter" if args.requeue_all else f"{len(set(args.requeue))} dead letter(s)"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError("requeueing dead letters needs --yes when stdin is not a terminal")
+        answer = input(f"Requeue {what} of group {args.group!r} in {_where(args)}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            err("not requeued")
+            return 2
+    return run_async(requeue_dead_letters)(args)
+
+
+async def requeue_dead_letters(args: argparse.Namespace) -> int:
+    positions = None if args.requeue_all else list(dict.fromkeys(args.requeue))
+    async with subscriber(args) as sub:
+        requeued = await sub.requeue_dead_letters(args.group, positions)
+    missed = 0 if positions is None else len(positions) - requeued
+    if args.json:
+        write_json({"group": args.group, "requeued": requeued, "positions": positions})
+    else:
+        print(
+            f"requeued {requeued} dead letter(s) of group {args.group!r} in {_where(args)}",
+            flush=True,
+        )
+    if missed:
+        err(
+            f"{missed} of the {len(positions or ())} positions given are not dead letters of "
+            f"group {args.group!r} (requeued already, or unknown): "
+            f"`eventbus dead-letters {args.group}` lists them"
+        )
+        return 2
+    return 0
 
 
 async def list_dead_letters(args: argparse.Namespace) -> int:

@@ -374,16 +374,38 @@ def _operations(
         "dead-letters",
         parents=[common],
         formatter_class=raw,
-        help="a group's dead letters, decoded, with why",
-        description="The oldest dead letters of consumer group GROUP, decoded: run, "
-        "records, why the group gave up on each, how often it was delivered. A read: "
-        "they stay.",
-        epilog="examples:\n  eventbus dead-letters audit\n  eventbus dead-letters audit --json\n",
+        help="a group's dead letters, decoded, with why; requeue one or all",
+        description="The oldest dead letters of consumer group GROUP, decoded: position, "
+        "run, records, why the group gave up on each, how often it was delivered. A read: "
+        "they stay. With --requeue POSITION... or --requeue-all they go back into the "
+        "group instead: each is delivered again to one consumer of GROUP, its delivery "
+        "count starting afresh, and leaves the dead letters once it is back (a crash "
+        "half-way leaves at worst a duplicate, never a loss). Requeueing asks first on a "
+        "terminal, unless --yes, and says how many were requeued; a position that is not "
+        "a dead letter of GROUP is not requeued (exit 2).",
+        epilog="examples:\n  eventbus dead-letters audit\n  eventbus dead-letters audit --json\n"
+        "  eventbus dead-letters audit --requeue 1716299999123-0\n"
+        "  eventbus dead-letters audit --requeue-all --yes --json\n",
     )
     dead.add_argument("group", metavar="GROUP")
     _number(dead, "--limit", 100, "at most this many")
-    dead.add_argument("--json", action="store_true", help="one JSON object per dead letter")
-    dead.set_defaults(handler="_cli_ops:list_dead_letters")
+    dead.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per dead letter (requeueing: one object, how many)",
+    )
+    requeue = dead.add_mutually_exclusive_group()
+    requeue.add_argument(
+        "--requeue",
+        nargs="+",
+        metavar="POSITION",
+        help="put these dead letters (their positions, as listed) back into the group",
+    )
+    requeue.add_argument(
+        "--requeue-all", action="store_true", help="put every dead letter back into the group"
+    )
+    dead.add_argument("--yes", action="store_true", help="requeue without asking")
+    dead.set_defaults(handler="_cli_ops:dead_letters", sync=True)
 
     delete = sub.add_parser(
         "delete-namespace",

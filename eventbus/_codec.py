@@ -55,7 +55,6 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import pydantic
 
 from ._builtin_types import _BUILTIN_EXCEPTIONS as _BUILTIN_EXCEPTIONS
 from ._builtin_types import MAX_INT_DIGITS as MAX_INT_DIGITS
@@ -65,6 +64,7 @@ from ._registry import (
     _checks,
     _decoders,
     _direct,
+    _is_model,
     _lazy,
     _lazy_tags,
     _model_decoders,
@@ -153,7 +153,7 @@ def _reduce_other(value: Any) -> Any:
         return list(value)
     if isinstance(value, tuple):
         return tuple(value)
-    if isinstance(value, pydantic.BaseModel):
+    if _is_model(cls):  # (pydantic is not imported with the codec: see _registry)
         try:
             return value.model_dump()
         except Exception:

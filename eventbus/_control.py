@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import anyio
 import msgspec
 
 from ._exceptions import RunCancelledError, SignatureError
@@ -147,6 +146,8 @@ async def cancel_run(
                     return
         finally:
             await _aclose(messages)
+
+    import anyio  # (not with the subscriber: `eventbus tail` starts without it)
 
     listener = asyncio.ensure_future(listen())
     try:

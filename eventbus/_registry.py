@@ -9,15 +9,25 @@ registrations (``eventbus._langchain``), :func:`register_lazily` for an optional
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
-from typing import Any
-
-import pydantic
-import pydantic_core
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ConfigurationError, DecodeError
 
+if TYPE_CHECKING:
+    import pydantic
+
+# pydantic is imported when a class is registered, not with the codec: a command-line
+# reader that meets no model does without it (about a tenth of `eventbus tail`'s start-up)
+
 __all__ = ["register_builtin", "register_lazily", "register_type"]
+
+
+def _is_model(cls: type) -> bool:
+    """A pydantic model class (pydantic imported only if it was: else ``cls`` is none)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and issubclass(cls, pydantic.BaseModel)
 
 
 def qualname(cls: type) -> str:
@@ -118,6 +128,8 @@ def _checking_validator(cls: type[pydantic.BaseModel]) -> Any:
     """The validator of ``cls``' schema (its fields' types and its field and model
     validators) without a custom ``__init__``: LangChain's messages define one that
     only rearranges arguments and validates a second time (measured: 3.5x the cost)."""
+    import pydantic_core
+
     try:
         return pydantic_core.SchemaValidator(_without_custom_init(cls.__pydantic_core_schema__))
     except Exception:  # a schema this cannot rebuild: the class' own validator
@@ -125,6 +137,8 @@ def _checking_validator(cls: type[pydantic.BaseModel]) -> Any:
 
 
 def _register_pydantic(cls: type[pydantic.BaseModel], tag: str, *, builtin: bool) -> None:
+    import pydantic_core
+
     fields = frozenset(cls.model_fields)
     allows_extra = cls.model_config.get("extra") == "allow"
     private_attrs = dict(cls.__private_attributes__)
@@ -293,7 +307,7 @@ def _register(
             lambda payload, extra: dec(payload),
             builtin=builtin,
         )
-    elif isinstance(cls, type) and issubclass(cls, pydantic.BaseModel):
+    elif isinstance(cls, type) and _is_model(cls):
         _register_pydantic(cls, tag, builtin=builtin)
     elif dataclasses.is_dataclass(cls):
         _register_dataclass(cls, tag, builtin=builtin)

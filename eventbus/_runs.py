@@ -14,14 +14,13 @@ created on the broker, so a reader killed at any moment leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-
-import anyio
 
 from ._exceptions import (
     DecodeError,
@@ -312,7 +311,7 @@ async def _read_quietly(
             if left <= 0:
                 return
             try:
-                with anyio.fail_after(min(left, settle if got else first_wait)):
+                async with asyncio.timeout(min(left, settle if got else first_wait)):
                     entry = await entries.__anext__()
             except (TimeoutError, StopAsyncIteration):
                 return

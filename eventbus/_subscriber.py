@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -9,8 +10,6 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import anyio
 
 from . import _control, _langchain, _runs
 from ._control import CancelResult
@@ -298,7 +297,7 @@ class Subscriber:
             while True:
                 timeout = self.idle_timeout if started else self.start_timeout
                 try:
-                    with anyio.fail_after(timeout):
+                    async with asyncio.timeout(timeout):
                         entry = await entries.__anext__()
                 except TimeoutError:
                     if lost is not None:  # (the frame that did not decode held the end)
@@ -486,6 +485,27 @@ class Subscriber:
             TransportError: the broker could not be used.
         """
         return await _runs.dead_letters(self, group, count=count)
+
+    async def requeue_dead_letters(self, group: str, positions: Sequence[str] | None = None) -> int:
+        """Put the group's dead letters at ``positions`` (as :meth:`dead_letters` gives
+        them), or all of them (None), back into the group: each is delivered again to one
+        of its consumers, with its delivery count starting afresh. A dead letter is
+        removed only once its frame is back in the group, so a crash half-way leaves at
+        worst a duplicate (at-least-once), never a loss. Returns how many were requeued;
+        a position that is not a dead letter of the group (unknown, requeued already, or,
+        on Redis, a frame the group stream has trimmed) is skipped and not counted. A
+        write: the one operating call that changes the broker's state.
+
+        Raises:
+            ConfigurationError: a bad group name.
+            TransportError: the broker could not be used.
+        """
+        check_name("group", group)
+        if positions is not None:
+            positions = [str(p) for p in positions]
+            if not positions:
+                return 0
+        return await self._transport.requeue_dead_letters(group, positions)
 
     # -- operating (eventbus._runs, eventbus._control) ---------------------------------
 

@@ -479,6 +479,50 @@ def test_groups_and_dead_letters_commands(kind: str, namespace: str) -> None:
 
 
 @pytest.mark.parametrize("kind", BROKERS)
+def test_dead_letters_requeued_one_then_all_reach_the_group_again_once(
+    kind: str, namespace: str
+) -> None:
+    url = broker_url(kind)
+    run_id = _dead_letter_a_run(url, namespace)
+    common = ["--url", url, "--namespace", namespace]
+    letters = json_lines(cli("dead-letters", "audit", *common, "--json").stdout)
+    assert len(letters) >= 2
+    expected = sorted(r["seq"] for d in letters for r in d["records"])
+    first = letters[0]["position"]
+    # not a terminal: nothing is requeued without --yes
+    refused = cli("dead-letters", "audit", *common, "--requeue", first)
+    assert refused.returncode == 2 and "needs --yes" in refused.stderr
+    assert len(json_lines(cli("dead-letters", "audit", *common, "--json").stdout)) == len(letters)
+
+    one = cli("dead-letters", "audit", *common, "--requeue", first, "--yes", "--json")
+    assert one.returncode == 0, one.stderr
+    assert json_lines(one.stdout) == [{"group": "audit", "requeued": 1, "positions": [first]}]
+    again = cli("dead-letters", "audit", *common, "--requeue", first, "no-such", "--yes")
+    assert again.returncode == 2 and "2 of the 2 positions" in again.stderr
+    assert "requeued 0 dead letter(s)" in again.stdout
+    rest = cli("dead-letters", "audit", *common, "--requeue-all", "--yes")
+    assert rest.returncode == 0, rest.stderr
+    assert f"requeued {len(letters) - 1} dead letter(s) of group 'audit'" in rest.stdout
+    left = cli("dead-letters", "audit", *common, "--json")
+    assert left.returncode == 0 and json_lines(left.stdout) == []
+
+    async def consume() -> list[int]:
+        seen: list[int] = []
+        async with eventbus.Subscriber(url, namespace) as sub:
+            async for msg in sub.consume("audit", "a2", visibility_timeout=1.0):
+                assert msg.run_id == run_id
+                seen.append(msg.seq)
+                await msg.ack()
+                if len(seen) == len(expected):
+                    return seen
+        return seen
+
+    assert sorted(asyncio.run(asyncio.wait_for(consume(), WAIT))) == expected  # once each
+    groups = json_lines(cli("groups", *common, "--json").stdout)
+    assert [g["dead_letters"] for g in groups] == [0]
+
+
+@pytest.mark.parametrize("kind", BROKERS)
 def test_delete_namespace_asks_then_deletes_everything(kind: str, namespace: str) -> None:
     url = broker_url(kind)
     _dead_letter_a_run(url, namespace)
@@ -580,3 +624,67 @@ def test_import_eventbus_and_help_load_nothing_heavy() -> None:
     # and the names are there when asked for, reporting where they are public
     assert eventbus.Subscriber.__module__ == "eventbus"
     assert eventbus.RunInfo.__module__ == "eventbus"
+
+
+def test_a_reader_loads_neither_pydantic_nor_langchain() -> None:
+    # pydantic and LangChain come with the first model or LangChain value decoded, and
+    # anyio with a cancel request, not with the modules `eventbus tail` and `replay` load
+    # before their first event
+    code = (
+        "import sys\n"
+        "import eventbus._cli_follow, eventbus._subscriber, eventbus._cli_render\n"
+        "import eventbus.transports.redis, eventbus.transports.rabbitmq\n"
+        "heavy = ('pydantic', 'langchain_core', 'langsmith', 'anyio')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def _answering(args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run the command with a terminal for stdin and stdout, typing ``answer``."""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "eventbus", *args],
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            env={**os.environ, "COLUMNS": "200", "TERM": "dumb"},
+        )
+        os.close(follower)
+        follower = -1
+        os.write(leader, answer)  # (kept by the terminal until the prompt reads it)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # (the child closed the terminal)
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return proc.wait(timeout=WAIT), b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+
+
+@pytest.mark.redis
+def test_requeue_on_a_terminal_asks_first(namespace: str) -> None:
+    url = broker_url("redis")
+    _dead_letter_a_run(url, namespace)
+    common = ["--url", url, "--namespace", namespace]
+    count = len(json_lines(cli("dead-letters", "audit", *common, "--json").stdout))
+    args = ["dead-letters", "audit", *common, "--requeue-all"]
+    code, out = _answering(args, b"n\n")
+    assert code == 2 and "Requeue every dead letter of group 'audit'" in out
+    assert "not requeued" in out
+    assert len(json_lines(cli("dead-letters", "audit", *common, "--json").stdout)) == count
+    code, out = _answering(args, b"y\n")
+    assert code == 0 and f"requeued {count} dead letter(s)" in out, out
+    assert json_lines(cli("dead-letters", "audit", *common, "--json").stdout) == []

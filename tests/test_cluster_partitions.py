@@ -185,6 +185,39 @@ async def test_redelivery_and_dead_letters_per_partition(base_url: str, namespac
         await t.aclose()
 
 
+async def test_requeue_dead_letters_per_partition(base_url: str, namespace: str) -> None:
+    """Dead letters of two partitions requeued (one by its prefixed position, then all)
+    come back once each as first deliveries, and leave every partition's dead letters."""
+    t = await opened(with_query(base_url, "partitions=4"), namespace)
+    try:
+        layout = t._layout
+        first = str(uuid.uuid4())
+        second = next(
+            r
+            for r in (str(uuid.uuid4()) for _ in range(100))
+            if layout.partition_of(r) != layout.partition_of(first)
+        )
+        await t.publish([OutFrame(first, b"a-poison"), OutFrame(second, b"b-poison")])
+        opts = GroupOptions(start="first", visibility_timeout=0.3, max_deliveries=1)
+        for d in await take(t, "rq", "c1", 2, opts, ack=False):
+            await d.reject("poison: test")
+        dead = {d.data: d.position for d in await t.dead_letters("rq")}
+        assert set(dead) == {b"a-poison", b"b-poison"}
+        # a position without its partition, or of a partition that does not exist
+        unprefixed = dead[b"a-poison"].partition(":")[2]
+        assert await t.requeue_dead_letters("rq", [unprefixed, "9:" + unprefixed]) == 0
+        assert await t.requeue_dead_letters("rq", [dead[b"a-poison"]]) == 1
+        (back,) = await take(t, "rq", "c2", 1, opts)
+        assert (back.data, back.deliveries, back.position) == (b"a-poison", 1, dead[b"a-poison"])
+        assert await t.requeue_dead_letters("rq") == 1
+        (rest,) = await take(t, "rq", "c2", 1, opts)
+        assert (rest.data, rest.deliveries) == (b"b-poison", 1)
+        assert await t.dead_letters("rq") == []
+        assert [g.dead_letters for g in await t.groups()] == [0]
+    finally:
+        await t.aclose()
+
+
 async def test_changing_partitions_of_a_live_namespace_is_refused(
     base_url: str, namespace: str
 ) -> None:

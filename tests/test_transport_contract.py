@@ -219,6 +219,41 @@ async def test_delete_group_forgets_position_and_dead_letters(transport: Transpo
     assert [d.data for d in again] == [b"a", b"b"]
 
 
+async def test_requeued_dead_letters_are_delivered_again_once(transport: Transport) -> None:
+    """Dead letters requeued (one, then the rest) reach a consumer of the group again,
+    each once, as a first delivery (they do not bounce back to the dead letters), and
+    leave the dead letters; unknown positions are not counted."""
+    opts = GroupOptions(start="first", visibility_timeout=0.3, max_deliveries=2)
+    run = rid()
+    frames = [b"d0", b"d1", b"d2"]
+    await transport.publish([OutFrame(run, f) for f in frames])
+    await take_group(transport, "rq", "c1", 3, opts, ack=False)
+    # delivered twice (the count a requeued frame must not carry back), then rejected
+    taken = await take_group(transport, "rq", "c2", 3, opts, ack=False)
+    assert [d.deliveries for d in taken] == [2, 2, 2]
+    for d in taken:
+        await d.reject("poison: test")
+    dead = await transport.dead_letters("rq")
+    assert sorted(d.data for d in dead) == frames
+    assert await transport.requeue_dead_letters("rq", ["no-such-position"]) == 0
+    one = next(d for d in dead if d.data == b"d1")
+    assert await transport.requeue_dead_letters("rq", [one.position]) == 1
+    assert await transport.requeue_dead_letters("rq", [one.position]) == 0  # done already
+    assert sorted(d.data for d in await transport.dead_letters("rq")) == [b"d0", b"d2"]
+    (again,) = await take_group(transport, "rq", "c2", 1, opts)
+    assert (again.data, again.deliveries) == (b"d1", 1)
+    assert await transport.requeue_dead_letters("rq") == 2
+    assert await transport.dead_letters("rq") == []
+    # the rest once each, then nothing more (a probe that must see no delivery: a
+    # requeued frame delivered twice, or bounced to the dead letters, would show here)
+    await transport.publish([OutFrame(run, b"last")])
+    rest = await take_group(transport, "rq", "c2", 3, opts)
+    assert sorted(d.data for d in rest) == [b"d0", b"d2", b"last"]
+    assert all(d.deliveries == 1 for d in rest)
+    assert await transport.dead_letters("rq") == []
+    assert await transport.requeue_dead_letters("rq") == 0
+
+
 async def test_settle_once_and_after_close_without_error(url: str, namespace: str) -> None:
     """The Delivery contract: a delivery settles at most once, and a settle that can no
     longer count (here: the transport was closed) is dropped without error."""
@@ -284,3 +319,5 @@ async def test_a_closed_transport_raises_one_error(url: str, namespace: str) -> 
         await t.dead_letters("g")
     with pytest.raises(TransportClosedError):
         await t.delete_group("g")
+    with pytest.raises(TransportClosedError):
+        await t.requeue_dead_letters("g")

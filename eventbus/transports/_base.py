@@ -9,7 +9,7 @@ A transport stores, per *namespace*:
   *consumer groups*. Every group sees every frame (fan-out); the consumers of one group
   share the frames (competing), ack them, and get un-acked frames redelivered after
   ``visibility_timeout``; a frame delivered ``max_deliveries`` times without an ack goes
-  to the group's dead letters and is not delivered again.
+  to the group's dead letters and is not delivered again (unless an operator requeues it).
 
 A transport may also have ``max_message_bytes`` (int, or None: no known limit), set by
 ``connect``: the largest frame its broker accepts; publishers keep frames under it.
@@ -189,6 +189,17 @@ class Transport(Protocol):
 
     async def dead_letters(self, group: str, *, count: int = 100) -> list[DeadLetter]:
         """The oldest ``count`` dead letters of the group (a read; they stay)."""
+        ...
+
+    async def requeue_dead_letters(self, group: str, positions: Sequence[str] | None = None) -> int:
+        """Put dead letters back into the group (an operator's write): those at
+        ``positions`` (as :meth:`dead_letters` gives them), or all of them (None). A
+        requeued frame is delivered again to one consumer of the group, its delivery count
+        starting afresh (it may go to the dead letters again after ``max_deliveries``);
+        its dead letter is removed only once the frame is back in the group, so a crash
+        half-way leaves at worst a duplicate, never a loss. Returns how many were
+        requeued: a position that is not a dead letter of the group (unknown, already
+        requeued, or whose frame the broker no longer holds) is skipped, not counted."""
         ...
 
     async def delete_group(self, group: str) -> None:

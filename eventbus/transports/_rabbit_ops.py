@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aio_pika
 import aiormq.exceptions as amqp_errors
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from .._exceptions import AuthenticationError, ConnectError, TransportError
 from ._base import GroupInfo
 from ._kit import Retry
 from ._rabbit_link import (
+    H_DELIVERIES,
     H_EVENT,
+    H_POSITION,
+    H_REASON,
     H_RUN,
     LOST,
     RESUMABLE,
@@ -37,6 +40,8 @@ from ._rabbit_link import (
 from ._rabbit_registry import Registry
 
 CONTROL_KEY = "c.-.control"
+_DEAD_HEADERS = frozenset((H_REASON, H_DELIVERIES, H_POSITION))
+_REQUEUE_SLACK = 100_000
 
 # a listener outlives a failed connect too: it connects one attempt at a time
 _RESUMABLE: tuple[type[BaseException], ...] = (*RESUMABLE, ConnectError)
@@ -98,6 +103,77 @@ class Operations:
 
         deadline = time.monotonic() + link.options.publish_timeout
         return await link.retrying("list groups", op, deadline)
+
+    async def requeue_dead_letters(self, group: str, positions: Sequence[str] | None) -> int:
+        """Move dead letters back to the group's queue: each is fetched from the dead-letter
+        queue, published to the group's queue as a new message (no delivery counted) and
+        confirmed, and only then acked in the dead-letter queue (a crash in between leaves
+        a duplicate, never a loss); the others are returned where they were.
+
+        Raises:
+            AuthenticationError, ConnectError, TransportError.
+        """
+        link = self._link
+        dead_name, queue_name = link.dead_letter_queue(group), link.group_queue(group)
+        wanted = None if positions is None else set(positions)
+        done = 0
+
+        async def op(conn: AbstractConnection) -> None:
+            nonlocal done
+            channel = await open_channel(conn, confirms=False)
+            kept: list[AbstractIncomingMessage] = []
+            try:
+                try:
+                    dead = await channel.declare_queue(dead_name, passive=True)
+                    # published to a queue that is not there, a frame would be dropped
+                    await channel.declare_queue(queue_name, passive=True)
+                except amqp_errors.ChannelNotFoundEntity:
+                    return
+                pub, _ = await link.publisher(conn)
+                # until the queue has nothing more to give: the count a declare tells
+                # may lag on a quorum queue (a cluster's dead letters); bounded by it
+                # plus what other consumers may dead-letter meanwhile
+                known = dead.declaration_result.message_count or 0
+                for _ in range(known + _REQUEUE_SLACK):
+                    if wanted is not None and not wanted:
+                        break
+                    message = await dead.get(no_ack=False, fail=False)
+                    if message is None:
+                        break
+                    headers = dict(message.headers or {})
+                    position = str_header(headers, H_POSITION, message.message_id or "")
+                    if wanted is not None and position not in wanted:
+                        kept.append(message)
+                        continue
+                    # the broker's headers (x-delivery-count above all: the frame would
+                    # go straight back to the dead letters) and the dead letter's own go
+                    for name in [h for h in headers if h.startswith("x-")]:
+                        if not name.startswith("x-eb-") or name in _DEAD_HEADERS:
+                            del headers[name]
+                    await pub.default_exchange.publish(
+                        aio_pika.Message(
+                            message.body,
+                            headers=headers,
+                            message_id=message.message_id,
+                            content_type=message.content_type,
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        queue_name,
+                        mandatory=False,
+                        timeout=link.options.publish_timeout,
+                    )
+                    await message.ack()
+                    done += 1
+                    if wanted is not None:
+                        wanted.discard(position)
+                for message in kept:
+                    await message.nack(requeue=True)
+            finally:
+                link.close_channel(channel)  # (returns what was not settled)
+
+        deadline = time.monotonic() + link.options.publish_timeout
+        await link.retrying(f"requeue dead letters of {group}", op, deadline)
+        return done
 
     async def signal(self, data: bytes) -> None:
         """Publish on the control key, if the namespace's exchange exists (else no one

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
@@ -398,7 +397,7 @@ async def drive(t: RedisTransport, loop: _ConsumerLoop) -> AsyncIterator[list[_R
     while True:
         client = t._live_client()
         try:
-            with anyio.fail_after(t.options.block + t.options.command_timeout):
+            async with asyncio.timeout(t.options.block + t.options.command_timeout):
                 batch = await loop.step(client)
         except Exception as exc:
             if is_nogroup(exc):

@@ -5,22 +5,23 @@ without a group, what its groups hold, the control channel, deleting a namespace
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
-import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
 from .._exceptions import ConnectError
+from . import check_name
 from ._base import Entry, GroupInfo
-from ._redis_group import _text
+from ._redis_group import _stream_list, _text
 
 if TYPE_CHECKING:
     from .redis import RedisTransport
 
-__all__ = ["delete_namespace", "groups", "signal", "signals", "tap"]
+__all__ = ["delete_namespace", "groups", "requeue_dead_letters", "signal", "signals", "tap"]
 
 
 async def tap(t: RedisTransport, start: Literal["first", "new"]) -> AsyncIterator[Entry]:
@@ -130,12 +131,12 @@ async def signals(t: RedisTransport) -> AsyncIterator[bytes]:
     while True:
         pubsub = t._live_client().pubsub()
         try:
-            with anyio.fail_after(timeout):
+            async with asyncio.timeout(timeout):
                 await pubsub.subscribe(t._control_channel)
             reconnect.ok()
             yield b""  # listening
             while True:
-                with anyio.fail_after(block + timeout):
+                async with asyncio.timeout(block + timeout):
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=block
                     )
@@ -144,6 +145,8 @@ async def signals(t: RedisTransport) -> AsyncIterator[bytes]:
         except Exception as exc:
             await _reconnect_pause(t, reconnect, exc)
         finally:
+            import anyio  # (not at import time: `eventbus tail` starts without it)
+
             with anyio.CancelScope(shield=True):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
@@ -165,3 +168,76 @@ async def delete_namespace(t: RedisTransport) -> None:
             await client.unlink(*batch)
 
     await t._retrying(attempt, what="delete the namespace", error=ConnectError)
+
+
+# Puts dead letters back into their group: per (dead-letter id, group stream id) pair,
+# XCLAIM FORCE makes the frame pending again in the group, with no delivery counted and
+# idle for years, so the next reclaim round of any consumer takes it (as delivery 1); only
+# then is the dead letter deleted. One script: atomic, so a crash leaves each letter dead
+# or requeued, never lost. A frame the group stream no longer holds (trimmed by maxlen)
+# cannot be claimed: its dead letter stays and is not counted. The keys share one slot.
+# KEYS: dead-letter stream, group stream. ARGV: group, consumer, idle ms, then the pairs.
+_REQUEUE = """
+local group, consumer, idle, n = ARGV[1], ARGV[2], ARGV[3], 0
+for i = 4, #ARGV, 2 do
+  local claimed = redis.call('XCLAIM', KEYS[2], group, consumer, 0, ARGV[i + 1],
+                             'IDLE', idle, 'RETRYCOUNT', 0, 'FORCE', 'JUSTID')
+  if #claimed > 0 then
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+_REQUEUE_IDLE_MS = 10 * 365 * 86_400_000  # past any visibility timeout (and < now)
+_REQUEUE_HOLDER = "eventbus-requeue"  # when the group has no consumer to hand it to
+_PAGE = 1000
+
+
+async def requeue_dead_letters(
+    t: RedisTransport, group: str, positions: Sequence[str] | None
+) -> int:
+    """See :meth:`RedisTransport.requeue_dead_letters`."""
+    check_name("group", group)
+    layout = await t._known_layout(record=False)
+    wanted: dict[int, set[str]] | None = None
+    if positions is not None:
+        wanted = {}
+        for position in positions:
+            partition, entry_id = 0, position
+            if layout.partitions > 1:
+                head, _, entry_id = position.partition(":")
+                if not head.isdigit() or int(head) >= layout.partitions:
+                    continue  # not a position of this namespace: unknown
+                partition = int(head)
+            wanted.setdefault(partition, set()).add(entry_id)
+    done = 0
+
+    async def attempt(client: aioredis.Redis) -> None:
+        nonlocal done
+        for p in range(layout.partitions):
+            if wanted is not None and not wanted.get(p):
+                continue
+            dead_key, key = layout.dead_key(group, p), layout.events_key(p)
+            pairs: list[str] = []
+            start = "-"
+            for _ in itertools.count():  # a page at a time, to the end of the stream
+                rows = _stream_list(await client.xrange(dead_key, start, "+", count=_PAGE))
+                for dead_id, fields in rows:
+                    entry_id = _text(fields.get(b"id", b""))
+                    if entry_id and (wanted is None or entry_id in wanted[p]):
+                        pairs += [dead_id, entry_id]
+                if len(rows) < _PAGE:
+                    break
+                start = "(" + rows[-1][0]
+            if not pairs:
+                continue
+            consumers: Any = await client.xinfo_consumers(key, group)
+            holder = _text(consumers[0]["name"]) if consumers else _REQUEUE_HOLDER
+            args: list[str | int] = [group, holder, _REQUEUE_IDLE_MS, *pairs]
+            done += int(await client.eval(_REQUEUE, 2, dead_key, key, *args))
+            if wanted is not None:
+                wanted[p].clear()  # (a retry after a lost reply must not count them twice)
+
+    await t._retrying(attempt, what="requeue dead letters", error=ConnectError)
+    return done

@@ -11,7 +11,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
@@ -139,7 +138,7 @@ async def retrying(
         try:
             remaining = max(0.001, retry.deadline() - time.monotonic())
             # not asyncio.wait_for: before 3.12 it can swallow a cancellation
-            with anyio.fail_after(remaining):
+            async with asyncio.timeout(remaining):
                 result = await op(live)
         except Exception as exc:
             raise_unless_transient(exc, f"cannot {what}", safe_url, error)

@@ -78,6 +78,7 @@ class _Pending:
     consumer: str
     deadline: float
     deliveries: int
+    data: bytes | None = None  # a requeued dead letter's frame (the stream may have trimmed it)
 
 
 @dataclass
@@ -144,7 +145,7 @@ class _GroupRef:
                 return  # the group was deleted: nothing left to settle
             pending = state.pending.pop(index, None)
             if reason is not None and pending is not None:
-                data = ns.frame_at(index)
+                data = pending.data if pending.data is not None else ns.frame_at(index)
                 if data is not None:
                     state.dead.append(DeadLetter(str(index), data, reason, pending.deliveries))
         self.broker.signal.notify_all()
@@ -315,7 +316,7 @@ class MemoryTransport:
                     if pending.deadline > now:
                         next_deadline = min(next_deadline or pending.deadline, pending.deadline)
                         continue
-                    data = ns.frame_at(index)
+                    data = pending.data if pending.data is not None else ns.frame_at(index)
                     if data is None:  # trimmed meanwhile
                         del state.pending[index]
                         continue
@@ -365,6 +366,29 @@ class MemoryTransport:
         with self._broker.lock:
             state = self._ns().groups.get(group)
             return list(state.dead[:count]) if state is not None else []
+
+    async def requeue_dead_letters(self, group: str, positions: Sequence[str] | None = None) -> int:
+        self._check_open()
+        wanted = None if positions is None else set(positions)
+        requeued = 0
+        with self._broker.lock:
+            ns = self._broker.namespaces.get(self.namespace)
+            state = ns.groups.get(group) if ns is not None else None
+            if state is None:
+                return 0
+            keep: list[DeadLetter] = []
+            for dead in state.dead:
+                index = int(dead.position)
+                if (wanted is not None and dead.position not in wanted) or index in state.pending:
+                    keep.append(dead)
+                    continue
+                # pending with no delivery yet and an expired deadline: the next consumer
+                # that looks takes it, as delivery 1
+                state.pending[index] = _Pending("", 0.0, 0, dead.data)
+                requeued += 1
+            state.dead = keep
+        self._broker.signal.notify_all()
+        return requeued
 
     # -- operating: reads without a group, the control channel ------------------------
 

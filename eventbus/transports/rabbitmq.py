@@ -531,10 +531,8 @@ class RabbitMQTransport:
         await self._groups.delete(group)
 
     async def dead_letters(self, group: str, *, count: int = 100) -> list[DeadLetter]:
-        """The oldest ``count`` dead letters of the group, left in place.
-
-        They are fetched un-acked, then returned (a classic queue puts a returned message
-        back where it was) before this returns, so the next call sees them again.
+        """The oldest ``count`` dead letters of the group, left in place: fetched
+        un-acked, then returned (to where they were) before this returns.
 
         Raises:
             AuthenticationError, ConnectError, TransportError.
@@ -544,6 +542,16 @@ class RabbitMQTransport:
         if count <= 0:
             return []
         return await self._groups.dead_letters(group, count)
+
+    async def requeue_dead_letters(self, group: str, positions: Sequence[str] | None = None) -> int:
+        """Published to the group's queue, confirmed, then acked in the dead letters.
+
+        Raises:
+            AuthenticationError, ConnectError, TransportError.
+        """
+        check_name("group", group)
+        self._link.check_open()
+        return await self._ops.requeue_dead_letters(group, positions)
 
     # -- operating (see _rabbit_ops) ---------------------------------------------------
 

@@ -25,6 +25,7 @@ See ``docs/redis.md`` for the retry policy and the consumer-group mechanics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -35,7 +36,6 @@ from dataclasses import replace
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.connection import AbstractConnection
@@ -240,7 +240,7 @@ class RedisTransport:
         self._closed = False
         client = self._live_client()
         try:
-            with anyio.fail_after(self.options.publish_timeout):
+            async with asyncio.timeout(self.options.publish_timeout):
                 await client.ping()
         except Exception as exc:
             self._client = None
@@ -287,7 +287,7 @@ class RedisTransport:
         limits = {"proto-max-bulk-len": 512 * 1024 * 1024, "client-query-buffer-limit": 1 << 30}
         for name in limits:
             try:
-                with anyio.fail_after(self.options.command_timeout):
+                async with asyncio.timeout(self.options.command_timeout):
                     reply = await client.config_get(name)
                 limits[name] = int(str(reply[name]))
             except Exception as exc:  # refused, renamed, unparsable: keep the default
@@ -438,6 +438,8 @@ class RedisTransport:
     async def _drop_publish_connection(self) -> None:
         conn, self._pub_conn, self._pub_client = self._pub_conn, None, None
         if conn is not None:
+            import anyio  # (not at import time: `eventbus tail` starts without it)
+
             with anyio.CancelScope(shield=True):
                 await conn.disconnect(nowait=True)
 
@@ -470,7 +472,7 @@ class RedisTransport:
         while True:
             client = self._live_client()
             try:
-                with anyio.fail_after(self.options.block + self.options.command_timeout):
+                async with asyncio.timeout(self.options.block + self.options.command_timeout):
                     reply: Any = await client.xread(
                         {key: last}, count=_FOLLOW_COUNT, block=block_ms
                     )
@@ -534,6 +536,17 @@ class RedisTransport:
             ConnectError: Redis stayed unreachable for ``publish_timeout``.
         """
         return await read_dead_letters(self, group, count)
+
+    async def requeue_dead_letters(self, group: str, positions: Sequence[str] | None = None) -> int:
+        """Put dead letters (``positions``; None: all) back into the group (XCLAIM FORCE
+        with no delivery counted, then XDEL of the letter, atomically); return how many.
+
+        Raises:
+            ConfigurationError: a bad group name.
+            AuthenticationError: the credentials were refused.
+            ConnectError: Redis stayed unreachable for ``publish_timeout``.
+        """
+        return await _redis_ops.requeue_dead_letters(self, group, positions)
 
     # -- operating (eventbus.transports._redis_ops) ------------------------------------
 
