@@ -45,8 +45,21 @@ class PublisherStats:
     failed_batches: int = 0
 
 
+_RESENDS = 3  # times a run's lost error record is published again
+
+
 class Run(CancelState):
-    __slots__ = ("done", "failure", "last_emit", "lost_from", "output", "records", "run_id", "seq")
+    __slots__ = (
+        "done",
+        "failure",
+        "last_emit",
+        "lost_from",
+        "output",
+        "records",
+        "resends",
+        "run_id",
+        "seq",
+    )
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -61,6 +74,7 @@ class Run(CancelState):
         # the first seq that was not published: the run's error record takes it, so that
         # followers get the error in sequence rather than a gap
         self.lost_from = 0
+        self.resends = 0  # times that error record was lost too and sent again
         super().__init__()  # (what a remote cancel needs)
 
 
@@ -130,7 +144,15 @@ class Batcher:
     def _lost(self, run: Run, first_seq: int, failure: EventbusError) -> None:
         """Records of ``run`` from ``first_seq`` on were not published (0: only heartbeats
         were, which costs the run nothing)."""
-        if not first_seq or run.lost_from:
+        if not first_seq:
+            return
+        if run.lost_from:
+            # the error record that took the lost records' place was lost as well: its
+            # followers wait for it, so it goes again (a few times: the broker may be gone)
+            if first_seq == run.lost_from and run.done and run.resends < _RESENDS:
+                run.resends += 1
+                run.done = False
+                self._terminal(run, End(0, 0.0))
             return
         if run.failure is None:
             run.failure = failure

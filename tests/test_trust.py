@@ -452,6 +452,42 @@ async def test_a_failed_batch_fails_its_run_only(url: str, namespace: str) -> No
     assert len(followed) >= 1
 
 
+async def test_a_lost_error_record_is_published_again(url: str, namespace: str) -> None:
+    """The broker refuses a batch of a run, then the batch with the error record that
+    takes the lost records' place: the error record goes again, and its follower ends
+    with the error instead of waiting for ever."""
+    doomed = str(uuid.uuid4())
+    gate = asyncio.Event()
+    async with (
+        eventbus.Publisher(url, namespace) as pub,
+        eventbus.Subscriber(url, namespace) as sub,
+    ):
+        publish = pub._transport.publish
+        refusals = 0
+
+        async def refuse_twice(frames: Any) -> None:
+            nonlocal refusals
+            if gate.is_set() and refusals < 2 and any(f.run_id == doomed for f in frames):
+                refusals += 1
+                raise eventbus.PublishError("refused by the test")
+            await publish(frames)
+
+        pub._transport.publish = refuse_twice  # type: ignore[method-assign]
+
+        async def follow_then_open_gate() -> None:
+            with pytest.raises(eventbus.RemoteRunError) as info:
+                async for _item in sub.follow(doomed):
+                    gate.set()
+            assert info.value.type_name == "PublishError"
+
+        with anyio.fail_after(WAIT):
+            follower = asyncio.create_task(follow_then_open_gate())
+            with pytest.raises(eventbus.PublishError, match="refused by the test"):
+                await pub.run(gated_chain(gate), 1, config={"run_id": doomed})
+            await follower
+    assert refusals == 2 and pub.stats.failed_batches == 2
+
+
 async def test_json_frames_are_signed_too(url: str, namespace: str) -> None:
     run_id = str(uuid.uuid4())
     async with (
