@@ -39,6 +39,9 @@ _FILTERS = (
 
 # (whose astream_events is Runnable's v2 implementation, unchanged)
 _PLAIN = (Runnable.astream_events, BaseChatModel.astream_events)
+# what this module copies is langchain-core's v2 as it is since Runnable has this (older
+# releases, which pyproject.toml admits, keep astream_events' own path)
+_V1_V2 = getattr(Runnable, "_astream_events_v1_v2", None)
 
 
 def direct_target(
@@ -47,6 +50,8 @@ def direct_target(
     """What ``runnable.astream_events(input, config, version="v2", **kwargs)`` runs: the
     runnable whose ``astream`` v2 drives, its config, ``astream``'s keyword arguments and
     the filters; None when that is not LangChain's own v2 implementation."""
+    if _V1_V2 is None:
+        return None
     kwargs = dict(kwargs)
     # RunnableBinding.astream_events forwards to its bound runnable with its config and
     # keyword arguments merged in (``with_config``, ``bind``, ``with_retry``'s ... )
@@ -63,7 +68,7 @@ def direct_target(
         kwargs.pop("transformers", None)  # (v3's only: for v2 Pregel drops it)
     elif method not in _PLAIN:
         return None
-    if type(runnable)._astream_events_v1_v2 is not Runnable._astream_events_v1_v2:
+    if getattr(type(runnable), "_astream_events_v1_v2", None) is not _V1_V2:
         return None
     if method is BaseChatModel.astream_events:
         kwargs["stop"] = kwargs.get("stop")  # (it passes stop on, None or not)
