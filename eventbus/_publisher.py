@@ -21,7 +21,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
@@ -285,17 +285,22 @@ class Publisher(Batcher):
             if not isinstance(exc, asyncio.CancelledError):
                 await handler.drain()  # (v2 yields what was sent before it raises)
             handler.closed = True
-            cancelled = run.cancel_error(exc)
-            await self._finish(run, cancelled or exc)
-            if cancelled is not None:
-                raise cancelled from None
-            raise
+            await self._fail(run, exc)
         await self._finish(run, None)
         return run.output
 
+    async def _fail(self, run: Run, exc: BaseException) -> NoReturn:
+        """End ``run`` with ``exc`` (published as its error or cancel record) and raise
+        it, or the run's remote cancel as ``RunCancelledError``."""
+        cancelled = run.cancel_error(exc)
+        await self._finish(run, cancelled or exc)
+        if cancelled is not None:
+            raise cancelled from None
+        raise exc
+
     def _emit_direct(self, run: Run, event: StreamEvent) -> None:
         self._emit_event(run, event)
-        if event["run_id"] == run.run_id and event["event"].endswith("_end"):
+        if _langchain.is_root_end(event, run.run_id):
             run.output = event["data"].get("output")
 
     async def astream_events(
@@ -349,11 +354,7 @@ class Publisher(Batcher):
                     yield event, run
                     run.resumed()
         except BaseException as exc:
-            cancelled = run.cancel_error(exc)
-            await self._finish(run, cancelled or exc)
-            if cancelled is not None:
-                raise cancelled from None
-            raise
+            await self._fail(run, exc)
         await self._finish(run, None)
 
     def callback_handler(self) -> BaseCallbackHandler:

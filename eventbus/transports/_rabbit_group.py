@@ -45,6 +45,7 @@ from ._rabbit_link import (
     RETRYABLE,
     Link,
     Lost,
+    copy_message,
     int_header,
     log,
     open_channel,
@@ -166,13 +167,7 @@ class Groups:
                 headers.pop("x-stream-offset", None)
                 pending.append(
                     default.publish(
-                        aio_pika.Message(
-                            message.body,
-                            headers=headers,
-                            message_id=message.message_id,
-                            content_type=message.content_type,
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        ),
+                        copy_message(message, headers),
                         name,
                         mandatory=False,
                         timeout=link.options.publish_timeout,

@@ -163,6 +163,18 @@ def _channel_number(conn: AbstractConnection) -> int | None:
     return None  # every number in use: aiormq says so
 
 
+def copy_message(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of ``message`` with ``headers``, to publish again (a group seeded
+    from the namespace log, a dead letter requeued)."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        message_id=message.message_id,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
 async def open_channel(conn: AbstractConnection, *, confirms: bool) -> AbstractChannel:
     """A new channel; raises a retryable connection error if the connection is dead."""
     try:

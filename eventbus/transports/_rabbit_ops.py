@@ -31,6 +31,7 @@ from ._rabbit_link import (
     RESUMABLE,
     Link,
     Lost,
+    copy_message,
     log,
     open_channel,
     pause,
@@ -151,13 +152,7 @@ class Operations:
                         if not name.startswith("x-eb-") or name in _DEAD_HEADERS:
                             del headers[name]
                     await pub.default_exchange.publish(
-                        aio_pika.Message(
-                            message.body,
-                            headers=headers,
-                            message_id=message.message_id,
-                            content_type=message.content_type,
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        ),
+                        copy_message(message, headers),
                         queue_name,
                         mandatory=False,
                         timeout=link.options.publish_timeout,
